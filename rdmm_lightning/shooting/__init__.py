@@ -1,0 +1,21 @@
+"""Shooting units (vSVF, LDDMM, RDMM) integrated with torchdiffeq."""
+
+from .lddmm import EPDiffDynamics, shoot_lddmm
+from .rdmm import RDMMDynamics, shoot_rdmm
+from .result import ShootingResult
+from .solver import SolverOptions, integrate
+from .terms import momentum_energy
+from .vsvf import integrate_velocity, shoot_vsvf
+
+__all__ = [
+    "EPDiffDynamics",
+    "RDMMDynamics",
+    "ShootingResult",
+    "SolverOptions",
+    "integrate",
+    "integrate_velocity",
+    "momentum_energy",
+    "shoot_lddmm",
+    "shoot_rdmm",
+    "shoot_vsvf",
+]
