@@ -43,13 +43,16 @@ def central_diff(f: Tensor, axis: int, h: float, ndim: int, bc: str = "neumann")
 
 
 def gradient(f: Tensor, spacing: Sequence[float], bc: str = "neumann") -> Tensor:
-    """Gradient of ``f: (B, C, *S)``; returns ``(B, C, D, *S)`` with ``[:, c, k] = d f_c / d x_k``."""
+    """Gradient of ``f: (B, C, *S)``.
+
+    Returns ``(B, C, D, *S)`` with ``[:, c, k] = d f_c / d x_k``.
+    """
     ndim = len(spacing)
     if f.dim() != ndim + 2:
-        raise ValueError(f"f must have shape (B, C, *S) with {ndim} spatial dims; got {tuple(f.shape)}")
-    return torch.stack(
-        [central_diff(f, k, spacing[k], ndim, bc) for k in range(ndim)], dim=2
-    )
+        raise ValueError(
+            f"f must have shape (B, C, *S) with {ndim} spatial dims; got {tuple(f.shape)}"
+        )
+    return torch.stack([central_diff(f, k, spacing[k], ndim, bc) for k in range(ndim)], dim=2)
 
 
 def divergence(v: Tensor, spacing: Sequence[float], bc: str = "neumann") -> Tensor:

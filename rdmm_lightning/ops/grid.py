@@ -53,7 +53,9 @@ def domain_spacing(
     if mode == "parity":
         return tuple(1.0 / (n - 1) for n in shape)
     if mode == "physical":
-        phys = (1.0,) * len(shape) if physical_spacing is None else tuple(map(float, physical_spacing))
+        phys = (
+            (1.0,) * len(shape) if physical_spacing is None else tuple(map(float, physical_spacing))
+        )
         if len(phys) != len(shape) or min(phys) <= 0:
             raise ValueError(
                 f"physical_spacing must have {len(shape)} positive entries; got {physical_spacing}"
@@ -72,9 +74,7 @@ def spatial_shape(x: Tensor) -> tuple[int, ...]:
 def _identity_cached(
     shape: tuple[int, ...], spacing: tuple[float, ...], dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    axes = [
-        torch.arange(n, dtype=torch.float64, device=device) * h for n, h in zip(shape, spacing)
-    ]
+    axes = [torch.arange(n, dtype=torch.float64, device=device) * h for n, h in zip(shape, spacing)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
     return grid.to(dtype).unsqueeze(0)
 

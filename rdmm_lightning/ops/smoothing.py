@@ -90,9 +90,7 @@ def _kernels_cached(
 ) -> FourierKernels:
     ndim = len(shape)
     max_sigma = max(sigmas)
-    padded = tuple(
-        next_fast_len(n + _radius(max_sigma / h, n)) for n, h in zip(shape, spacing)
-    )
+    padded = tuple(next_fast_len(n + _radius(max_sigma / h, n)) for n, h in zip(shape, spacing))
     hats = []
     for sigma in sigmas:
         hat = None
@@ -147,9 +145,7 @@ def fft_convolve(f: Tensor, kernels: FourierKernels) -> Tensor:
     """
     ndim = len(kernels.shape)
     if tuple(f.shape[-ndim:]) != kernels.shape:
-        raise ValueError(
-            f"f must end in the spatial shape {kernels.shape}; got {tuple(f.shape)}"
-        )
+        raise ValueError(f"f must end in the spatial shape {kernels.shape}; got {tuple(f.shape)}")
     dims = tuple(range(-ndim, 0))
     spec = torch.fft.rfftn(f, s=kernels.padded, dim=dims)
     hat = kernels.hat
@@ -170,9 +166,7 @@ def fft_convolve(f: Tensor, kernels: FourierKernels) -> Tensor:
 
 def gaussian_smooth(f: Tensor, sigma: float, spacing: Sequence[float]) -> Tensor:
     """Smooth ``f: (B, C, *S)`` with one Gaussian of std ``sigma`` (domain units)."""
-    kern = fourier_gaussian_kernels(
-        f.shape[2:], (sigma,), spacing, dtype=f.dtype, device=f.device
-    )
+    kern = fourier_gaussian_kernels(f.shape[2:], (sigma,), spacing, dtype=f.dtype, device=f.device)
     return fft_convolve(f, kern)
 
 
@@ -186,7 +180,9 @@ def multi_gaussian_smooth(
     return fft_convolve(f, kern)
 
 
-def _normaliser(shape: Sequence[int], sigma: float, spacing: Sequence[float], like: Tensor) -> Tensor:
+def _normaliser(
+    shape: Sequence[int], sigma: float, spacing: Sequence[float], like: Tensor
+) -> Tensor:
     return _normaliser_cached(tuple(shape), float(sigma), tuple(spacing), like.dtype, like.device)
 
 

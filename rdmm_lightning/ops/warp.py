@@ -74,9 +74,7 @@ def warp_labels(labels: Tensor, phi: Tensor, spacing: Sequence[float] | None = N
     return out.round().to(labels.dtype)
 
 
-def compose_maps(
-    a: Tensor, b: Tensor, spacing_a: Sequence[float] | None = None
-) -> Tensor:
+def compose_maps(a: Tensor, b: Tensor, spacing_a: Sequence[float] | None = None) -> Tensor:
     """Composition ``(a o b)(x) = a(b(x))`` of pull-back maps ``a: (B, D, *S_a)`` and
     ``b: (B, D, *S_b)``; returns ``(B, D, *S_b)``.
 

@@ -5,9 +5,27 @@ from .rdmm import RDMMDynamics, shoot_rdmm
 from .result import ShootingResult
 from .solver import SolverOptions, integrate
 from .terms import momentum_energy
+from .units import (
+    MODELS,
+    LDDMMShooting,
+    MultiGaussianSmoother,
+    RDMMShooting,
+    RegionSpecificSmoother,
+    ShootingUnit,
+    VSVFShooting,
+    make_shooting_unit,
+)
 from .vsvf import integrate_velocity, shoot_vsvf
 
 __all__ = [
+    "MODELS",
+    "LDDMMShooting",
+    "MultiGaussianSmoother",
+    "RDMMShooting",
+    "RegionSpecificSmoother",
+    "ShootingUnit",
+    "VSVFShooting",
+    "make_shooting_unit",
     "EPDiffDynamics",
     "RDMMDynamics",
     "ShootingResult",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from torch import Tensor
 
 from ..ops.finite_differences import central_diff, gradient
@@ -85,5 +84,3 @@ def momentum_energy(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     for h in spacing:
         vol *= float(h)
     return (m * v).flatten(1).sum(dim=1) * vol
-
-
