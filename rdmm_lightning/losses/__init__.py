@@ -1,1 +1,56 @@
-"""losses."""
+"""Losses: image similarities (SSD, NCC, LNCC, mk-LNCC, MI), shooting energy, OMT, symmetry.
+
+Pure functions in :mod:`.similarity` and :mod:`.regularizers`, windowed sums in
+:mod:`.local_sums`, ``nn.Module`` wrappers and :func:`similarity_from_name` in :mod:`.modules`.
+"""
+
+from .local_sums import box_sum, gaussian_sum, local_sum
+from .modules import (
+    SIMILARITY_NAMES,
+    LNCCLoss,
+    MultiKernelLNCCLoss,
+    MutualInformationLoss,
+    NCCLoss,
+    SSDLoss,
+    similarity_from_name,
+)
+from .regularizers import affine_symmetry_loss, map_symmetry_loss, omt_penalty, shooting_energy
+from .similarity import (
+    DEFAULT_MK_LNCC_TIERS,
+    MkLnccSettings,
+    MkLnccTier,
+    default_mk_lncc_settings,
+    lncc_loss,
+    local_ncc_map,
+    mk_lncc_loss,
+    mutual_information_loss,
+    ncc_loss,
+    ssd_loss,
+)
+
+__all__ = [
+    "box_sum",
+    "gaussian_sum",
+    "local_sum",
+    "ssd_loss",
+    "ncc_loss",
+    "local_ncc_map",
+    "lncc_loss",
+    "mk_lncc_loss",
+    "default_mk_lncc_settings",
+    "MkLnccSettings",
+    "MkLnccTier",
+    "DEFAULT_MK_LNCC_TIERS",
+    "mutual_information_loss",
+    "shooting_energy",
+    "omt_penalty",
+    "affine_symmetry_loss",
+    "map_symmetry_loss",
+    "SSDLoss",
+    "NCCLoss",
+    "LNCCLoss",
+    "MultiKernelLNCCLoss",
+    "MutualInformationLoss",
+    "SIMILARITY_NAMES",
+    "similarity_from_name",
+]

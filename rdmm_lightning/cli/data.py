@@ -1,0 +1,108 @@
+"""``rdmm data``: write the built-in synthetic datasets.
+
+* ``rdmm data synth2d --out DIR [--pairs N] [--seed S] [--size N]``: the paper's 2D pairs
+  (``pairs.csv``).
+* ``rdmm data synth3d --out DIR --subjects N [--seed S] [--shape X Y Z] [--spacing SX SY SZ]
+  [--visits V] [--sides left right]``: a pool of knee phantoms (``pool.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from rdmm_lightning.cli.main import CLIError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` parser with its ``synth2d`` and ``synth3d`` sub-commands."""
+    parser = subparsers.add_parser(
+        "data", help="write the built-in synthetic datasets",
+        description="Write the built-in synthetic datasets as NIfTI files plus a CSV index.",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True)
+
+    p2 = sub.add_parser("synth2d", help="the paper's synthetic 2D pairs (pairs.csv)")
+    p2.add_argument("--out", required=True, help="output folder (new, empty or a synth2d set)")
+    p2.add_argument("--pairs", type=int, default=40, help="number of pairs (default 40)")
+    p2.add_argument("--seed", type=int, default=2018, help="random seed (default 2018)")
+    p2.add_argument("--size", type=int, default=200, help="image size, >= 48 (default 200)")
+    p2.set_defaults(func=_run_synth2d)
+
+    p3 = sub.add_parser("synth3d", help="a pool of knee-like 3D phantoms (pool.csv)")
+    p3.add_argument("--out", required=True, help="output folder (new, empty or a synth3d pool)")
+    p3.add_argument("--subjects", type=int, required=True, help="number of subjects (>= 1)")
+    p3.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p3.add_argument("--shape", type=int, nargs=3, default=[48, 64, 64], metavar=("X", "Y", "Z"),
+                    help="grid size (default 48 64 64)")
+    p3.add_argument("--spacing", type=float, nargs=3, default=[2.0, 1.0, 1.0],
+                    metavar=("SX", "SY", "SZ"), help="voxel size in mm (default 2 1 1)")
+    p3.add_argument("--visits", type=int, default=1, help="visits per subject (default 1)")
+    p3.add_argument("--sides", nargs="+", choices=("left", "right"), default=["left", "right"],
+                    help="knees per subject and visit (default left right)")
+    p3.set_defaults(func=_run_synth3d)
+
+
+def _progress(total: int, what: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress callback (tqdm bar on a terminal, nothing otherwise) and its closer."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with pytorch-lightning
+        return (lambda done, n: None), (lambda: None)
+    bar = tqdm(total=total, desc=what, unit="img", file=sys.stderr, disable=None, leave=False)
+
+    def update(done: int, n: int) -> None:
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def _run_synth2d(args: argparse.Namespace) -> int:
+    from rdmm_lightning.data.nifti import DatasetDirError
+    from rdmm_lightning.data.synth2d import write_synth2d
+
+    if args.pairs < 1:
+        raise CLIError(f"--pairs must be >= 1; got {args.pairs}")
+    if args.size < 48:
+        raise CLIError(f"--size must be >= 48; got {args.size}")
+    update, close = _progress(args.pairs, "synth2d pairs")
+    try:
+        csv_path = write_synth2d(args.out, args.pairs, args.seed, args.size, progress=update)
+    except DatasetDirError as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        close()
+    print(f"wrote {args.pairs} synth2d pairs ({args.size}x{args.size}) -> {csv_path}")
+    return 0
+
+
+def _run_synth3d(args: argparse.Namespace) -> int:
+    from rdmm_lightning.data.nifti import DatasetDirError
+    from rdmm_lightning.data.synth3d import write_synth3d_pool
+
+    if args.subjects < 1:
+        raise CLIError(f"--subjects must be >= 1; got {args.subjects}")
+    if args.visits < 1:
+        raise CLIError(f"--visits must be >= 1; got {args.visits}")
+    if min(args.shape) < 8:
+        raise CLIError(f"--shape entries must be >= 8; got {args.shape}")
+    if min(args.spacing) <= 0:
+        raise CLIError(f"--spacing entries must be > 0; got {args.spacing}")
+    sides = list(dict.fromkeys(args.sides))
+    total = args.subjects * args.visits * len(sides)
+    update, close = _progress(total, "synth3d images")
+    try:
+        csv_path = write_synth3d_pool(
+            args.out, args.subjects, seed=args.seed, shape=args.shape, spacing=args.spacing,
+            visits=args.visits, sides=sides, progress=update,
+        )
+    except DatasetDirError as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        close()
+    shape = "x".join(str(n) for n in args.shape)
+    print(f"wrote {total} synth3d images ({args.subjects} subjects, {shape}) -> {csv_path}")
+    return 0
