@@ -15,7 +15,11 @@ def bump(shape, width: float, dtype=torch.float64, center: float = 0.5) -> torch
 
 
 def smooth_momentum(
-    shape, batch: int = 2, smooth: float = 0.08, width: float = 0.12, seed: int = 0,
+    shape,
+    batch: int = 2,
+    smooth: float = 0.08,
+    width: float = 0.12,
+    seed: int = 0,
     dtype=torch.float64,
 ) -> torch.Tensor:
     """Smooth random momentum ``(B, D, *S)`` concentrated in the middle of the domain."""

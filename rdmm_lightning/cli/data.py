@@ -20,7 +20,8 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` parser with its ``synth2d`` and ``synth3d`` sub-commands."""
     parser = subparsers.add_parser(
-        "data", help="write the built-in synthetic datasets",
+        "data",
+        help="write the built-in synthetic datasets",
         description="Write the built-in synthetic datasets as NIfTI files plus a CSV index.",
     )
     sub = parser.add_subparsers(dest="dataset", required=True)
@@ -36,13 +37,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p3.add_argument("--out", required=True, help="output folder (new, empty or a synth3d pool)")
     p3.add_argument("--subjects", type=int, required=True, help="number of subjects (>= 1)")
     p3.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p3.add_argument("--shape", type=int, nargs=3, default=[48, 64, 64], metavar=("X", "Y", "Z"),
-                    help="grid size (default 48 64 64)")
-    p3.add_argument("--spacing", type=float, nargs=3, default=[2.0, 1.0, 1.0],
-                    metavar=("SX", "SY", "SZ"), help="voxel size in mm (default 2 1 1)")
+    p3.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[48, 64, 64],
+        metavar=("X", "Y", "Z"),
+        help="grid size (default 48 64 64)",
+    )
+    p3.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=[2.0, 1.0, 1.0],
+        metavar=("SX", "SY", "SZ"),
+        help="voxel size in mm (default 2 1 1)",
+    )
     p3.add_argument("--visits", type=int, default=1, help="visits per subject (default 1)")
-    p3.add_argument("--sides", nargs="+", choices=("left", "right"), default=["left", "right"],
-                    help="knees per subject and visit (default left right)")
+    p3.add_argument(
+        "--sides",
+        nargs="+",
+        choices=("left", "right"),
+        default=["left", "right"],
+        help="knees per subject and visit (default left right)",
+    )
     p3.set_defaults(func=_run_synth3d)
 
 
@@ -96,8 +114,14 @@ def _run_synth3d(args: argparse.Namespace) -> int:
     update, close = _progress(total, "synth3d images")
     try:
         csv_path = write_synth3d_pool(
-            args.out, args.subjects, seed=args.seed, shape=args.shape, spacing=args.spacing,
-            visits=args.visits, sides=sides, progress=update,
+            args.out,
+            args.subjects,
+            seed=args.seed,
+            shape=args.shape,
+            spacing=args.spacing,
+            visits=args.visits,
+            sides=sides,
+            progress=update,
         )
     except DatasetDirError as exc:
         raise CLIError(str(exc)) from exc

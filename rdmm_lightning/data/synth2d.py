@@ -250,8 +250,9 @@ def generate_synth2d_pair(seed: int, size: int = 200) -> Synth2DPair:
     if size < 48:
         raise ValueError(f"size must be >= 48; got {size}")
     rng = np.random.default_rng(int(seed))
-    xx, yy = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64),
-                         indexing="ij")
+    xx, yy = np.meshgrid(
+        np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij"
+    )
     for _ in range(1000):
         scene = _sample_scene(rng, size, xx, yy)
         if scene is not None:

@@ -53,7 +53,13 @@ def _ellipsoid(p: Sequence[np.ndarray], radii: Sequence[float]) -> np.ndarray:
 
 
 def _rod(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, rx: float, ry: float, z_lo: float, z_hi: float,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    rx: float,
+    ry: float,
+    z_lo: float,
+    z_hi: float,
     cap: float,
 ) -> np.ndarray:
     """Signed distance to an elliptic rod along z over ``[z_lo, z_hi]`` with ellipsoidal caps."""
@@ -167,14 +173,29 @@ def generate_knee_phantom(
     # tibia: plateau top at -(gap/2 + t_tib)
     z_tib = -(0.5 * gap + t_tib)
     tibia = _smin(
-        _rod(x, y, z, plateau[0], plateau[1], z_tib - plateau[2] - plateau_h,
-             z_tib - plateau[2], plateau[2]),
-        _rod(x, y - 1.5 * ky, z, shaft_t[0], shaft_t[1], -1e3, z_tib - 0.8 * plateau_h,
-             shaft_t[0]),
+        _rod(
+            x,
+            y,
+            z,
+            plateau[0],
+            plateau[1],
+            z_tib - plateau[2] - plateau_h,
+            z_tib - plateau[2],
+            plateau[2],
+        ),
+        _rod(x, y - 1.5 * ky, z, shaft_t[0], shaft_t[1], -1e3, z_tib - 0.8 * plateau_h, shaft_t[0]),
         4.0 * kmin,
     )
-    fibula = _rod(x - lat * 0.75 * plateau[0], y + 0.45 * plateau[1], z, fibula_r, fibula_r,
-                  -1e3, z_tib - plateau_h, fibula_r)
+    fibula = _rod(
+        x - lat * 0.75 * plateau[0],
+        y + 0.45 * plateau[1],
+        z,
+        fibula_r,
+        fibula_r,
+        -1e3,
+        z_tib - plateau_h,
+        fibula_r,
+    )
     # femur (own flexion about the joint centre): condyle bottoms at gap/2 + t_fem
     xf, yf, zf = _rotate((x, y, z), flexion)
     z_fem = 0.5 * gap + t_fem
@@ -275,8 +296,13 @@ def write_synth3d_pool(
                 save_nifti(out / "images" / name, image, affine)
                 save_nifti(out / "labels" / name, label, affine)
                 rows.append(
-                    {"path": f"images/{name}", "label": f"labels/{name}",
-                     "subject": f"sub-{s:04d}", "side": side, "visit": visit}
+                    {
+                        "path": f"images/{name}",
+                        "label": f"labels/{name}",
+                        "subject": f"sub-{s:04d}",
+                        "side": side,
+                        "visit": visit,
+                    }
                 )
                 if progress is not None:
                     progress(len(rows), total)

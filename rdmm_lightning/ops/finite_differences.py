@@ -23,6 +23,66 @@ __all__ = ["central_diff", "gradient", "divergence", "jacobian_matrix"]
 _BCS = ("neumann", "linear")
 
 
+def _diff_forward(f: Tensor, dim: int, h: float, bc: str) -> Tensor:
+    n = f.shape[dim]
+    out = torch.empty_like(f)
+    inner = out.narrow(dim, 1, n - 2)
+    torch.sub(f.narrow(dim, 2, n - 2), f.narrow(dim, 0, n - 2), out=inner)
+    inner.mul_(0.5 / h)
+    first, last = out.narrow(dim, 0, 1), out.narrow(dim, n - 1, 1)
+    if bc == "neumann":
+        first.zero_()
+        last.zero_()
+    else:
+        torch.sub(f.narrow(dim, 1, 1), f.narrow(dim, 0, 1), out=first)
+        torch.sub(f.narrow(dim, n - 1, 1), f.narrow(dim, n - 2, 1), out=last)
+        first.mul_(1.0 / h)
+        last.mul_(1.0 / h)
+    return out
+
+
+def _diff_adjoint(g: Tensor, dim: int, h: float, bc: str) -> Tensor:
+    """Transpose of :func:`_diff_forward` applied to ``g``."""
+    n = g.shape[dim]
+    c = 0.5 / h
+    out = torch.zeros_like(g)
+    gi = g.narrow(dim, 1, n - 2)
+    out.narrow(dim, 2, n - 2).add_(gi, alpha=c)
+    out.narrow(dim, 0, n - 2).sub_(gi, alpha=c)
+    if bc == "linear":
+        g0, g1 = g.narrow(dim, 0, 1), g.narrow(dim, n - 1, 1)
+        out.narrow(dim, 1, 1).add_(g0, alpha=1.0 / h)
+        out.narrow(dim, 0, 1).sub_(g0, alpha=1.0 / h)
+        out.narrow(dim, n - 1, 1).add_(g1, alpha=1.0 / h)
+        out.narrow(dim, n - 2, 1).sub_(g1, alpha=1.0 / h)
+    return out
+
+
+class _CentralDiff(torch.autograd.Function):
+    """Central difference as one linear operator: the backward pass applies its transpose,
+    so nothing is saved for backward and no intermediate is allocated."""
+
+    @staticmethod
+    def forward(ctx, f: Tensor, dim: int, h: float, bc: str) -> Tensor:  # type: ignore[override]
+        ctx.dim, ctx.h, ctx.bc = dim, h, bc
+        return _diff_forward(f, dim, h, bc)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return _CentralDiffAdjoint.apply(grad, ctx.dim, ctx.h, ctx.bc), None, None, None
+
+
+class _CentralDiffAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g: Tensor, dim: int, h: float, bc: str) -> Tensor:  # type: ignore[override]
+        ctx.dim, ctx.h, ctx.bc = dim, h, bc
+        return _diff_adjoint(g, dim, h, bc)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return _CentralDiff.apply(grad, ctx.dim, ctx.h, ctx.bc), None, None, None
+
+
 def central_diff(f: Tensor, axis: int, h: float, ndim: int, bc: str = "neumann") -> Tensor:
     """Central difference of ``f`` along spatial ``axis`` (0-based among the last ``ndim``
     dimensions) with grid spacing ``h``; same shape as ``f``."""
@@ -32,14 +92,9 @@ def central_diff(f: Tensor, axis: int, h: float, ndim: int, bc: str = "neumann")
     n = f.shape[dim]
     if n < 3:
         raise ValueError(f"central differences need at least 3 voxels along axis {axis}; got {n}")
-    inner = (f.narrow(dim, 2, n - 2) - f.narrow(dim, 0, n - 2)) * (0.5 / h)
-    if bc == "neumann":
-        zero = torch.zeros_like(f.narrow(dim, 0, 1))
-        first, last = zero, zero
-    else:
-        first = (f.narrow(dim, 1, 1) - f.narrow(dim, 0, 1)) * (1.0 / h)
-        last = (f.narrow(dim, n - 1, 1) - f.narrow(dim, n - 2, 1)) * (1.0 / h)
-    return torch.cat([first, inner, last], dim=dim)
+    if torch.is_grad_enabled() and f.requires_grad:
+        return _CentralDiff.apply(f, dim, float(h), bc)
+    return _diff_forward(f, dim, float(h), bc)
 
 
 def gradient(f: Tensor, spacing: Sequence[float], bc: str = "neumann") -> Tensor:

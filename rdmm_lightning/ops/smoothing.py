@@ -137,17 +137,43 @@ def fourier_gaussian_kernels(
     return _kernels_cached(shape, sigmas, weights, spacing, dtype, device)
 
 
+def _convolve_spectral(f: Tensor, hat: Tensor, shape: tuple[int, ...], padded: tuple[int, ...]):
+    ndim = len(shape)
+    dims = tuple(range(-ndim, 0))
+    out = torch.fft.irfftn(torch.fft.rfftn(f, s=padded, dim=dims) * hat, s=padded, dim=dims)
+    for d, n in zip(dims, shape):
+        out = out.narrow(d, 0, n)
+    return out
+
+
+class _SymmetricFFTConvolution(torch.autograd.Function):
+    """Zero-padded FFT convolution with symmetric real kernels. The operator is self-adjoint,
+    so the backward pass is the same convolution of the incoming gradient; nothing but the
+    (cached) kernels is kept for backward — ``rfftn(s=...)`` would otherwise save its padded
+    input."""
+
+    @staticmethod
+    def forward(ctx, f: Tensor, hat: Tensor, shape, padded):  # type: ignore[override]
+        ctx.save_for_backward(hat)
+        ctx.shape, ctx.padded = shape, padded
+        return _convolve_spectral(f, hat, shape, padded)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (hat,) = ctx.saved_tensors
+        grad_f = _SymmetricFFTConvolution.apply(grad, hat, ctx.shape, ctx.padded)
+        return grad_f, None, None, None
+
+
 def fft_convolve(f: Tensor, kernels: FourierKernels) -> Tensor:
     """Linear convolution of ``f: (..., *S)`` with kernels ``(K, *F)`` by FFT.
 
     The leading dimensions of ``f`` broadcast against ``K``: pass ``(B, C, *S)`` with K = 1, or
-    ``(B, K, C, *S)`` against kernels viewed as ``(K, 1, *F)`` (done here when ``f.dim()`` allows).
+    ``(B, K, C, *S)`` with K kernels (kernel ``k`` is applied to ``f[:, k]``).
     """
     ndim = len(kernels.shape)
     if tuple(f.shape[-ndim:]) != kernels.shape:
         raise ValueError(f"f must end in the spatial shape {kernels.shape}; got {tuple(f.shape)}")
-    dims = tuple(range(-ndim, 0))
-    spec = torch.fft.rfftn(f, s=kernels.padded, dim=dims)
     hat = kernels.hat
     k = hat.shape[0]
     if k > 1:
@@ -158,10 +184,9 @@ def fft_convolve(f: Tensor, kernels: FourierKernels) -> Tensor:
         hat = hat.unsqueeze(1)
     else:
         hat = hat[0]
-    out = torch.fft.irfftn(spec * hat, s=kernels.padded, dim=dims)
-    for d, n in zip(dims, kernels.shape):
-        out = out.narrow(d, 0, n)
-    return out
+    if torch.is_grad_enabled() and f.requires_grad:
+        return _SymmetricFFTConvolution.apply(f, hat, kernels.shape, kernels.padded)
+    return _convolve_spectral(f, hat, kernels.shape, kernels.padded)
 
 
 def gaussian_smooth(f: Tensor, sigma: float, spacing: Sequence[float]) -> Tensor:

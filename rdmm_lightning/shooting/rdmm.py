@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..ops.finite_differences import gradient
+from ..ops.finite_differences import central_diff
 from ..ops.grid import identity_map
 from ..ops.smoothing import (
     FourierKernels,
@@ -77,15 +77,19 @@ class RDMMDynamics(nn.Module):
         else:
             h = sample_field(h_state, phi_inv, self.spacing, padding_mode="border")
         v, nu = self.velocity(m, h)
-        grad_h = gradient(h, self.spacing, "neumann")  # (B, N, D, *S)
         coupling = smooth_pre_weights_adjoint(
             (m.unsqueeze(1) * nu).sum(dim=2), self.weight_sigma, self.spacing
-        )  # (B, N, *S)
-        dm = epdiff_rhs(m, v, self.spacing) + (coupling.unsqueeze(2) * grad_h).sum(dim=1)
-        if self.h_mode == "pde":
-            dh = -(grad_h * v.unsqueeze(1)).sum(dim=2)
-        else:
-            dh = torch.zeros_like(h_state)
+        )  # (B, N, *S): S^T(m . nu_i)
+        ndim = len(self.spacing)
+        extra, dh = [], None
+        for k in range(ndim):
+            grad_k = central_diff(h, k, self.spacing[k], ndim, "neumann")  # (B, N, *S)
+            extra.append((coupling * grad_k).sum(dim=1, keepdim=True))
+            if self.h_mode == "pde":
+                term = grad_k * v[:, k : k + 1]
+                dh = term if dh is None else dh + term
+        dm = epdiff_rhs(m, v, self.spacing) + torch.cat(extra, dim=1)
+        dh = -dh if self.h_mode == "pde" else torch.zeros_like(h_state)
         out = (dm, dh, advect_map_rhs(phi_inv, v, self.spacing))
         if self.forward_map:
             out = out + (lagrangian_rhs(state[3], v, self.spacing),)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
-from ..ops.finite_differences import central_diff, gradient
+from ..ops.finite_differences import central_diff
 from ..ops.smoothing import FourierKernels, fft_convolve
 from ..ops.warp import sample_field
 
@@ -28,30 +29,37 @@ def epdiff_rhs(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     ``dm_j/dt = -sum_k d_k(m_j v_k) - sum_k (d_j v_k) m_k`` (central differences, zero-Neumann).
     Equals ``-(div(v) m + Dv^T m + Dm v)``."""
     ndim = len(spacing)
-    flux = m.unsqueeze(2) * v.unsqueeze(1)  # (B, D_j, D_k, *S): m_j v_k
-    out = central_diff(flux[:, :, 0], 0, spacing[0], ndim, "neumann")
+    out = central_diff(m * v[:, 0:1], 0, spacing[0], ndim, "neumann")
     for k in range(1, ndim):
-        out = out + central_diff(flux[:, :, k], k, spacing[k], ndim, "neumann")
-    dv = gradient(v, spacing, "neumann")  # (B, D_k, D_j, *S): d_j v_k
-    out = out + (dv * m.unsqueeze(2)).sum(dim=1)
-    return -out
+        out = out + central_diff(m * v[:, k : k + 1], k, spacing[k], ndim, "neumann")
+    # (Dv^T m)_j = sum_k (d_j v_k) m_k
+    dvt_m = torch.cat(
+        [
+            (central_diff(v, j, spacing[j], ndim, "neumann") * m).sum(dim=1, keepdim=True)
+            for j in range(ndim)
+        ],
+        dim=1,
+    )
+    return -(out + dvt_m)
 
 
 def advect_map_rhs(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     """Eulerian transport of a pull-back map, ``d phi^{-1}/dt = -D(phi^{-1}) v``
     (central differences with linear extrapolation)."""
-    jac = gradient(phi, spacing, "linear")  # (B, D_i, D_j, *S): d_j phi_i
-    return -(jac * v.unsqueeze(1)).sum(dim=2)
+    ndim = len(spacing)
+    out = central_diff(phi, 0, spacing[0], ndim, "linear") * v[:, 0:1]
+    for j in range(1, ndim):
+        out = out + central_diff(phi, j, spacing[j], ndim, "linear") * v[:, j : j + 1]
+    return -out
 
 
-def advect_scalar_rhs(
-    h: Tensor, v: Tensor, spacing: Sequence[float], grad_h: Tensor | None = None
-) -> Tensor:
-    """Advection of scalar fields ``h: (B, N, *S)``: ``dh/dt = -<grad h, v>`` (zero-Neumann).
-    ``grad_h: (B, N, D, *S)`` may be passed when already computed."""
-    if grad_h is None:
-        grad_h = gradient(h, spacing, "neumann")
-    return -(grad_h * v.unsqueeze(1)).sum(dim=2)
+def advect_scalar_rhs(h: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
+    """Advection of scalar fields ``h: (B, N, *S)``: ``dh/dt = -<grad h, v>`` (zero-Neumann)."""
+    ndim = len(spacing)
+    out = central_diff(h, 0, spacing[0], ndim, "neumann") * v[:, 0:1]
+    for k in range(1, ndim):
+        out = out + central_diff(h, k, spacing[k], ndim, "neumann") * v[:, k : k + 1]
+    return -out
 
 
 def lagrangian_rhs(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:

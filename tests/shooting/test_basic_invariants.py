@@ -68,9 +68,7 @@ def test_rdmm_with_constant_pre_weights_equals_lddmm(shape):
     h0 = h2.sqrt().view(1, -1, *[1] * len(shape)).expand(2, -1, *shape).clone()
     m0 = smooth_momentum(shape, batch=2, smooth=0.1, width=0.15)
     solver = SolverOptions("rk4", 10)
-    m0 = scale_to_displacement(
-        lambda m: shoot_lddmm(m, SIGMAS, WEIGHTS, solver=solver), m0, 4.0
-    )
+    m0 = scale_to_displacement(lambda m: shoot_lddmm(m, SIGMAS, WEIGHTS, solver=solver), m0, 4.0)
     lddmm = shoot_lddmm(m0, SIGMAS, WEIGHTS, solver=solver, forward_map=True)
     rdmm = shoot_rdmm(m0, h0, SIGMAS, 0.07, solver=solver, forward_map=True)
     assert max_displacement_voxels(lddmm.phi_inv) > 3.0

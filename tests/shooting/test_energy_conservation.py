@@ -14,7 +14,7 @@ import torch
 from rdmm_lightning.ops import gaussian_smooth, identity_map, normalize_pre_weights
 from rdmm_lightning.ops.finite_differences import divergence, gradient
 from rdmm_lightning.ops.grid import domain_spacing
-from rdmm_lightning.ops.smoothing import fft_convolve, fourier_gaussian_kernels
+from rdmm_lightning.ops.smoothing import fourier_gaussian_kernels
 from rdmm_lightning.shooting import SolverOptions, integrate, momentum_energy
 from rdmm_lightning.shooting.lddmm import EPDiffDynamics
 from rdmm_lightning.shooting.rdmm import RDMMDynamics
@@ -89,7 +89,11 @@ class BrokenRDMM(RDMMDynamics):
         dm = epdiff_rhs(m, v, self.spacing)
         if self.variant != "no_extra_term":
             dm = dm + (coupling.unsqueeze(2) * grad_extra).sum(1)
-        dh = torch.zeros_like(h) if self.variant == "no_advection" else -(grad_h * v.unsqueeze(1)).sum(2)
+        dh = (
+            torch.zeros_like(h)
+            if self.variant == "no_advection"
+            else -(grad_h * v.unsqueeze(1)).sum(2)
+        )
         return dm, dh, advect_map_rhs(phi, v, self.spacing)
 
 

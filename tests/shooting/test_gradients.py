@@ -36,7 +36,10 @@ def test_gradcheck_lddmm_and_vsvf_wrt_momentum():
     for shoot in (shoot_lddmm, shoot_vsvf):
         assert gradcheck(
             lambda m, s=shoot: s(m, SIGMAS, (0.5, 0.5), solver=solver).phi_inv.sum(),
-            (m0,), eps=1e-6, atol=1e-6, rtol=1e-4,
+            (m0,),
+            eps=1e-6,
+            atol=1e-6,
+            rtol=1e-4,
         )
 
 

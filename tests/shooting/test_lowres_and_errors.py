@@ -88,8 +88,9 @@ def test_interpolated_pre_weights_close_to_pde_advection():
     m0 = scale_to_displacement(lambda m: shoot_rdmm(m, h0, (0.05, 0.1, 0.15), 0.05), m0, 3.0)
     pde = shoot_rdmm(m0, h0, (0.05, 0.1, 0.15), 0.05)
     interp = shoot_rdmm(m0, h0, (0.05, 0.1, 0.15), 0.05, h_mode="interpolate")
-    assert (pde.phi_inv - interp.phi_inv).abs().max() < 0.1 * (pde.phi_inv - identity_map(
-        shape, dtype=torch.float64)).abs().max()
+    assert (pde.phi_inv - interp.phi_inv).abs().max() < 0.1 * (
+        pde.phi_inv - identity_map(shape, dtype=torch.float64)
+    ).abs().max()
     # two discretisations of the same transport: close on average, sharp ridges differ most
     diff = (pde.pre_weights - interp.pre_weights).abs()
     assert diff.mean() < 0.01 and diff.max() < 0.25
