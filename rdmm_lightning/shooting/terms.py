@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from ..ops.finite_differences import central_diff
@@ -29,18 +28,16 @@ def epdiff_rhs(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     ``dm_j/dt = -sum_k d_k(m_j v_k) - sum_k (d_j v_k) m_k`` (central differences, zero-Neumann).
     Equals ``-(div(v) m + Dv^T m + Dm v)``."""
     ndim = len(spacing)
+    # In-place accumulation is autograd-safe here: central_diff saves nothing for backward and
+    # addcmul_ saves only its factors, never the accumulator.
     out = central_diff(m * v[:, 0:1], 0, spacing[0], ndim, "neumann")
     for k in range(1, ndim):
-        out = out + central_diff(m * v[:, k : k + 1], k, spacing[k], ndim, "neumann")
+        out.add_(central_diff(m * v[:, k : k + 1], k, spacing[k], ndim, "neumann"))
     # (Dv^T m)_j = sum_k (d_j v_k) m_k
-    dvt_m = torch.cat(
-        [
-            (central_diff(v, j, spacing[j], ndim, "neumann") * m).sum(dim=1, keepdim=True)
-            for j in range(ndim)
-        ],
-        dim=1,
-    )
-    return -(out + dvt_m)
+    for j in range(ndim):
+        dvj = central_diff(v, j, spacing[j], ndim, "neumann")
+        out[:, j : j + 1] += (dvj * m).sum(dim=1, keepdim=True)
+    return out.neg_()
 
 
 def advect_map_rhs(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -49,8 +46,8 @@ def advect_map_rhs(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     ndim = len(spacing)
     out = central_diff(phi, 0, spacing[0], ndim, "linear") * v[:, 0:1]
     for j in range(1, ndim):
-        out = out + central_diff(phi, j, spacing[j], ndim, "linear") * v[:, j : j + 1]
-    return -out
+        out.addcmul_(central_diff(phi, j, spacing[j], ndim, "linear"), v[:, j : j + 1])
+    return out.neg_()
 
 
 def advect_scalar_rhs(h: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -58,8 +55,8 @@ def advect_scalar_rhs(h: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     ndim = len(spacing)
     out = central_diff(h, 0, spacing[0], ndim, "neumann") * v[:, 0:1]
     for k in range(1, ndim):
-        out = out + central_diff(h, k, spacing[k], ndim, "neumann") * v[:, k : k + 1]
-    return -out
+        out.addcmul_(central_diff(h, k, spacing[k], ndim, "neumann"), v[:, k : k + 1])
+    return out.neg_()
 
 
 def lagrangian_rhs(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
