@@ -1,0 +1,1 @@
+"""Hydra/OmegaConf configuration groups (installed as ``rdmm_lightning.configs``; data only)."""
