@@ -1,0 +1,66 @@
+"""register_tensors: affine-opt then a deformable model in one call."""
+
+import pytest
+import torch
+
+from rdmm_lightning.losses import lncc_loss
+from rdmm_lightning.ops.grid import domain_spacing
+from rdmm_lightning.ops.warp import warp_image
+from rdmm_lightning.optimize import affine_map, register_tensors
+from rdmm_lightning.shooting import SolverOptions
+
+from .images import deformed_pair, known_affine
+
+FAST = dict(
+    sigmas=(0.08, 0.12, 0.16),
+    scales=(0.5, 1.0),
+    iterations=(8, 6),
+    similarity_kwargs={"window": 5},
+    solver=SolverOptions("rk4", 5),
+)
+
+
+def _pair():
+    shape = (32, 32)
+    sp = domain_spacing(shape)
+    src, tgt = deformed_pair(shape, amplitude=0.03)
+    mat = known_affine(2, angle_deg=8.0, scale=1.05, shift=(0.06, -0.04))
+    return src, warp_image(tgt, affine_map(mat, shape, sp), sp), mat
+
+
+def test_affine_then_lddmm():
+    src, tgt, mat = _pair()
+    aff_only = register_tensors(src, tgt, "affine", affine_kwargs={"iterations": (20, 15, 10)})
+    assert aff_only.model == "affine"
+    res = register_tensors(src, tgt, "lddmm", affine_kwargs={"iterations": (20, 15, 10)}, **FAST)
+    assert res.model == "lddmm" and res.stopped is None
+    assert torch.allclose(res.affine, aff_only.affine)
+    assert res.extras["affine_time_s"] > 0 and res.time_s >= res.extras["affine_time_s"]
+    stages = {h["stage"] for h in res.history}
+    assert stages == {"affine", "lddmm"}
+    before = lncc_loss(aff_only.warped, tgt, window=5)
+    assert lncc_loss(res.warped, tgt, window=5) < before
+    assert res.phi is not None
+
+
+def test_without_affine_and_errors():
+    src, tgt, _ = _pair()
+    res = register_tensors(src, tgt, "svf", affine=False, **FAST)
+    assert res.affine is None
+    with pytest.raises(ValueError, match="model must be one of"):
+        register_tensors(src, tgt, "bspline")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        register_tensors(src, tgt, "svf", initial_map=res.phi_inv)
+    with pytest.raises(ValueError, match="takes no deformable arguments"):
+        register_tensors(src, tgt, "affine", sigmas=(0.1,))
+
+
+def test_time_limit_covers_both_stages():
+    src, tgt, _ = _pair()
+    res = register_tensors(
+        src, tgt, "rdmm", max_time=0.5, affine_kwargs={"iterations": 1000}, **FAST
+    )
+    assert res.stopped is not None and "time limit" in res.stopped
+    assert res.model == "rdmm" and res.sigma_t0 is not None and res.affine is not None
+    assert torch.isfinite(res.phi_inv).all() and torch.isfinite(res.warped).all()
+    assert res.time_s < 6.0
