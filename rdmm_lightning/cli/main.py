@@ -47,4 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m rdmm_lightning.cli.main`: use the package module, not this __main__ copy,
+    # so that sub-commands and this dispatcher share one CLIError class.
+    from rdmm_lightning.cli.main import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,326 @@
+"""Options of ``rdmm register``: defaults, a YAML file, command-line flags and ``key=value``
+overrides, merged with OmegaConf (later sources win) and checked against one schema.
+
+The schema's defaults come from the optimisers' own signatures and default constants
+(:mod:`rdmm_lightning.optimize`), so they are written down once. Top-level keys:
+
+* pipeline: ``model``, ``similarity``, ``similarity_kwargs`` (free mapping), ``regularizer``,
+  ``region_mask``, ``region`` (``inside``/``outside`` ``h^2`` of the predefined regularizer),
+  ``max_time``, ``device``, ``spacing_mode``, ``normalize``, ``working_shape``, ``affine``;
+* ``affine_options``: keyword arguments of :func:`rdmm_lightning.optimize.optimize_affine`
+  (``lbfgs`` as a mapping);
+* every keyword argument of :func:`rdmm_lightning.optimize.optimize_deformable` that is not
+  pipeline-managed (``sigmas``, ``iterations``, ``energy_weight``, ``solver.num_steps``, ...).
+
+Unknown keys raise a one-line ``ValueError`` that names the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "LUNG_REGION",
+    "REGISTER_DEFAULTS",
+    "default_register_config",
+    "resolve_register_config",
+]
+
+LUNG_REGION: dict[str, list[float]] = {
+    "sigmas": [0.04, 0.06, 0.08, 0.2],
+    "inside": [0.1, 0.4, 0.5, 0.0],
+    "outside": [0.0, 0.0, 0.0, 1.0],
+}
+"""The paper's lung setting of the predefined regularizer (``h^2`` inside/outside the mask)."""
+
+REGISTER_DEFAULTS: dict[str, Any] = {
+    "model": "rdmm",
+    "similarity": "lncc",
+    "similarity_kwargs": {},
+    "regularizer": "optimized",
+    "region_mask": None,
+    "region": {"inside": LUNG_REGION["inside"], "outside": LUNG_REGION["outside"]},
+    "max_time": None,
+    "device": "cpu",
+    "spacing_mode": "parity",
+    "normalize": "percentile",
+    "working_shape": None,
+    "affine": True,
+}
+"""Pipeline-level defaults (the optimiser options are added by :func:`default_register_config`)."""
+
+# keys of the optimisers that the pipeline sets itself
+_MANAGED = {
+    "source",
+    "target",
+    "model",
+    "spacing",
+    "initial_map",
+    "initial_forward",
+    "similarity",
+    "regularizer",
+    "pre_weights",
+    "max_time",
+    "progress",
+    "mask",
+}
+# mappings whose keys are free (passed through to constructors)
+_OPEN = {"similarity_kwargs", "affine_options.similarity_kwargs"}
+
+
+def _plain(value: Any) -> Any:
+    """Defaults as plain YAML values (tuples -> lists, dataclasses -> dicts)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _keyword_defaults(fn) -> dict[str, Any]:
+    return {
+        name: _plain(p.default)
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _MANAGED
+    }
+
+
+def default_register_config() -> dict[str, Any]:
+    """The full default configuration (a fresh plain dict)."""
+    from ..optimize import LbfgsOptions, optimize_affine, optimize_deformable
+    from ..optimize import defaults as D
+    from ..shooting import SolverOptions
+
+    cfg = _plain(REGISTER_DEFAULTS)
+    affine = _keyword_defaults(optimize_affine)
+    affine["similarity"] = None  # None: the top-level similarity
+    affine["similarity_kwargs"] = {}
+    affine["lbfgs"] = _plain(LbfgsOptions())
+    cfg["affine_options"] = affine
+    deformable = _keyword_defaults(optimize_deformable)
+    deformable.pop("similarity_kwargs", None)
+    deformable["solver"] = _plain(SolverOptions("rk4", D.DEFAULT_NUM_STEPS))
+    deformable["lbfgs"] = _plain(LbfgsOptions())
+    cfg.update(deformable)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# checking keys and value types against the defaults
+
+
+def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and path not in _OPEN:
+            yield from _flat_keys(value, path + ".")
+        else:
+            yield path, value
+
+
+def _lookup(tree: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, Mapping):
+        return "mapping"
+    return type(value).__name__
+
+
+def _check_against(defaults: Mapping[str, Any], user: Mapping[str, Any], origin: str) -> None:
+    """Raise ValueError for keys of ``user`` missing in ``defaults`` or values of a wrong kind."""
+    for path, value in _flat_keys(user):
+        known, default = _lookup(defaults, path)
+        if not known:
+            parent = path.rsplit(".", 1)[0] if "." in path else ""
+            if parent in _OPEN:
+                continue
+            raise ValueError(f"unknown option {path!r} ({origin})")
+        if default is None or value is None:
+            continue
+        want, got = _kind(default), _kind(value)
+        # lists of per-scale values also accept one number (e.g. iterations=20)
+        if want == got or (want == "list" and got == "number"):
+            continue
+        if isinstance(default, Mapping) and not isinstance(value, Mapping):
+            raise ValueError(f"option {path!r} is a group of options, not a value ({origin})")
+        raise ValueError(f"option {path!r} must be a {want}; got {value!r} ({origin})")
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+
+
+def _load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise ValueError(f"{name}: config file not found")
+    try:
+        loaded = OmegaConf.load(name)
+    except Exception as exc:  # yaml.YAMLError and OmegaConf errors
+        first = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{name}: invalid YAML ({first})") from None
+    data = OmegaConf.to_container(loaded, resolve=False)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{name}: the config must be a mapping of options")
+    return data
+
+
+def _parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    items = list(overrides)
+    for item in items:
+        key = item.split("=", 1)[0]
+        if "=" not in item or not key or key.startswith("-"):
+            raise ValueError(f"override {item!r} must be key=value")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=False)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ValueError(f"cannot parse overrides {' '.join(items)} ({first})") from None
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"solver.num_steps": 5}`` -> ``{"solver": {"num_steps": 5}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _plain(value)
+    return out
+
+
+def resolve_register_config(
+    config: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: Iterable[str] = (),
+    explicit: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge defaults < ``config`` (YAML file or mapping) < ``explicit`` (flags and keyword
+    arguments; None values are skipped; dotted keys allowed) < ``overrides`` (``key=value``).
+
+    Returns the resolved plain dict, with model-dependent defaults filled in (the sigma stack,
+    kernel weights, initial pre-weights). Raises ValueError (one line) for unknown keys, values
+    of the wrong kind and invalid choices.
+    """
+    from omegaconf import OmegaConf
+
+    defaults = default_register_config()
+    layers: list[dict[str, Any]] = [defaults]
+    if config is not None:
+        if isinstance(config, Mapping):
+            data, origin = _plain(dict(config)), "in config"
+        else:
+            data, origin = _load_yaml(config), f"in {os.fspath(config)}"
+        _check_against(defaults, data, origin)
+        layers.append(data)
+    if explicit:
+        data = _nest({k: v for k, v in explicit.items() if v is not None})
+        _check_against(defaults, data, "argument")
+        layers.append(data)
+    items = list(overrides)
+    if items:
+        data = _parse_overrides(items)
+        _check_against(defaults, data, "override")
+        layers.append(data)
+    merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+    return _finalize(merged)
+
+
+def _finalize(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validate choices and fill the model-dependent defaults."""
+    from ..losses import SIMILARITY_NAMES
+    from ..optimize import REGISTRATION_MODELS, REGULARIZERS
+    from ..optimize import defaults as D
+    from .pair import NORMALIZE_MODES, SPACING_MODES
+
+    choices = {
+        "model": REGISTRATION_MODELS,
+        "similarity": SIMILARITY_NAMES,
+        "regularizer": REGULARIZERS,
+        "spacing_mode": SPACING_MODES,
+        "normalize": NORMALIZE_MODES,
+    }
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise ValueError(
+                f"option {key!r} must be one of {', '.join(allowed)}; got {cfg[key]!r}"
+            )
+    aff_sim = cfg["affine_options"]["similarity"]
+    if aff_sim is not None and aff_sim not in SIMILARITY_NAMES:
+        raise ValueError(
+            f"option 'affine_options.similarity' must be one of {', '.join(SIMILARITY_NAMES)}; "
+            f"got {aff_sim!r}"
+        )
+    device = str(cfg["device"])
+    if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        raise ValueError(f"option 'device' must be cpu or cuda; got {device!r}")
+    if cfg["max_time"] is not None and not cfg["max_time"] > 0:
+        raise ValueError(
+            f"option 'max_time' must be a positive number of seconds; got {cfg['max_time']}"
+        )
+    model, predefined = cfg["model"], cfg["regularizer"] == "predefined"
+    if predefined and model != "rdmm":
+        raise ValueError(f"regularizer 'predefined' needs model 'rdmm'; got model {model!r}")
+    if predefined and not cfg["region_mask"]:
+        raise ValueError("regularizer 'predefined' needs a region mask (--region-mask F)")
+    if cfg["region_mask"] and model != "rdmm":
+        raise ValueError(f"a region mask applies to model 'rdmm' only; got model {model!r}")
+    if model == "affine" and not cfg["affine"]:
+        raise ValueError("model 'affine' needs affine=true")
+    if cfg["sigmas"] is None:
+        if model == "rdmm":
+            cfg["sigmas"] = list(LUNG_REGION["sigmas"] if predefined else D.DEFAULT_RDMM_SIGMAS)
+        else:
+            cfg["sigmas"] = list(D.DEFAULT_SIGMAS)
+            if cfg["kernel_weights"] is None:
+                cfg["kernel_weights"] = list(D.DEFAULT_KERNEL_WEIGHTS)
+    if model == "rdmm" and cfg["initial_h2"] is None and not cfg["region_mask"]:
+        cfg["initial_h2"] = list(D.DEFAULT_RDMM_INITIAL_H2)
+    _check_stack(cfg)
+    return cfg
+
+
+def _check_stack(cfg: dict[str, Any]) -> None:
+    """Cross-option checks of the sigma stack, before any work is done."""
+    if cfg["model"] != "rdmm":
+        return
+    if cfg["kernel_weights"] is not None:
+        raise ValueError("option 'kernel_weights' applies to svf/lddmm; RDMM uses pre-weights")
+    n = len(cfg["sigmas"]) if isinstance(cfg["sigmas"], list) else 1
+    sized = {"initial_h2": cfg["initial_h2"]}
+    if cfg["region_mask"]:
+        sized.update(
+            {"region.inside": cfg["region"]["inside"], "region.outside": cfg["region"]["outside"]}
+        )
+    for key, value in sized.items():
+        if isinstance(value, list) and len(value) != n:
+            raise ValueError(
+                f"option {key!r} needs one entry per sigma ({n}: {cfg['sigmas']}); got {value}"
+            )
