@@ -1,1 +1,21 @@
-"""models."""
+"""LightningModules of the learned registrations, their schedule callbacks and checkpoint
+loading."""
+
+from .affine_module import AffineNetModule
+from .base import CHECKPOINT_KEY, RegistrationModuleBase
+from .callbacks import AttributeSchedule, RefinementStepsSchedule, SymmetrySchedule
+from .checkpoint import CheckpointError, load_registration_checkpoint, read_checkpoint
+from .registration_module import RegistrationNetModule
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "AffineNetModule",
+    "AttributeSchedule",
+    "CheckpointError",
+    "RefinementStepsSchedule",
+    "RegistrationModuleBase",
+    "RegistrationNetModule",
+    "SymmetrySchedule",
+    "load_registration_checkpoint",
+    "read_checkpoint",
+]

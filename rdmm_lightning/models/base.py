@@ -1,0 +1,170 @@
+"""Shared LightningModule shell: training grid, DDP-safe metrics, figures, optimiser, checkpoint
+metadata. Subclasses implement ``_step(batch, stage) -> loss`` and ``predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from .. import __version__
+from ..metrics.dice import mean_dice
+from ..metrics.jacobian import fold_statistics, jacobian_determinant
+from ..ops.warp import warp_labels
+from .figures import log_figure
+from .hparams import check_image_shape, working_spacing
+
+__all__ = ["RegistrationModuleBase", "CHECKPOINT_KEY", "STAGES", "EVAL_METRICS"]
+
+CHECKPOINT_KEY = "rdmm_lightning"
+"""Checkpoint entry with the module class, model name, package version and schedule state."""
+STAGES = ("train", "val", "test")
+EVAL_METRICS = ("dice", "negative_jacobian_fraction", "folds")
+
+
+class RegistrationModuleBase(pl.LightningModule):
+    """Common parts of :class:`AffineNetModule` and :class:`RegistrationNetModule`.
+
+    Subclasses call :meth:`_setup_common` in ``__init__`` (after ``save_hyperparameters``),
+    define ``model_name``, ``loss_terms`` and ``schedule_attributes`` and implement ``_step``.
+    """
+
+    model_name: str = ""
+    loss_terms: tuple[str, ...] = ("loss",)
+    schedule_attributes: tuple[str, ...] = ()
+
+    def _setup_common(self, image_shape: Sequence[int], spacing_mode: str) -> None:
+        self.image_shape = check_image_shape(image_shape, spacing_mode)
+        self.dim = len(self.image_shape)
+        self.spacing_mode = spacing_mode
+        names = self.loss_terms + EVAL_METRICS
+        self.stage_metrics = nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in names}
+        )
+        self._figure: Figure | None = None
+
+    # ----------------------------------------------------------------------------- grids
+    def batch_spacing(self, batch: dict[str, Any], shape: Sequence[int]) -> tuple[float, ...]:
+        """Domain spacing of a batch's grid (``batch["spacing"]``, mm, used in physical mode)."""
+        physical = None
+        if self.spacing_mode == "physical" and "spacing" in batch:
+            physical = [float(v) for v in torch.as_tensor(batch["spacing"])[0].tolist()]
+        return working_spacing(shape, self.spacing_mode, physical)
+
+    def check_images(self, source: Tensor, target: Tensor) -> None:
+        """Raise ValueError unless both are float ``(B, 1, *S)`` with this model's D."""
+        for name, x in (("source", source), ("target", target)):
+            if not isinstance(x, Tensor) or x.dim() != self.dim + 2 or x.shape[1] != 1:
+                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ValueError(
+                    f"{name} must be (B, 1, *S) with {self.dim} spatial dims for this "
+                    f"{self.dim}D model; got {got}"
+                )
+        if source.shape != target.shape:
+            raise ValueError(
+                f"source and target must have the same shape; got {tuple(source.shape)} and "
+                f"{tuple(target.shape)}"
+            )
+
+    # --------------------------------------------------------------------------- logging
+    def log_value(self, stage: str, name: str, value: Tensor | float, batch_size: int) -> None:
+        """Accumulate ``value`` (a batch mean) in the stage's MeanMetric and log it per epoch
+        (torchmetrics syncs across processes); the training loss is also logged per step."""
+        value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
+        metric = self.stage_metrics[f"{stage}_{name}"]
+        metric.update(value, batch_size)
+        self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
+        if stage == "train" and name == "loss":
+            self.log("train/loss_step", value, on_step=True, on_epoch=False, prog_bar=True)
+
+    def log_map_metrics(
+        self,
+        stage: str,
+        phi_inv: Tensor,
+        spacing: Sequence[float],
+        batch: dict[str, Any],
+    ) -> None:
+        """Dice (when the batch has labels), negative-Jacobian fraction and folds of
+        ``phi_inv: (B, D, *S)`` (the source -> target maps of the batch)."""
+        b = phi_inv.shape[0]
+        with torch.no_grad():
+            stats = fold_statistics(jacobian_determinant(phi_inv.detach(), spacing))
+            frac = stats["negative_jacobian_fraction"].float().mean()
+            self.log_value(stage, "negative_jacobian_fraction", frac, b)
+            self.log_value(stage, "folds", stats["folds"].float().mean(), b)
+            if "source_label" in batch and "target_label" in batch:
+                warped = warp_labels(batch["source_label"], phi_inv.detach(), spacing)
+                dice = mean_dice(warped, batch["target_label"])
+                if bool(torch.isfinite(dice).all()):
+                    self.log_value(stage, "dice", dice.float().mean(), b)
+
+    def remember_figure(self, fig: Figure) -> None:
+        """Keep one figure per validation epoch (logged in ``on_validation_epoch_end``)."""
+        self._figure = fig
+
+    def want_figure(self, batch_idx: int) -> bool:
+        return (
+            bool(self.hparams.get("log_figures", True))
+            and batch_idx == 0
+            and self._trainer is not None
+            and not self.trainer.sanity_checking
+            and self.trainer.is_global_zero
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if self._figure is not None:
+            epoch = self.current_epoch
+            log_figure(self.trainer, self._figure, "val/overview", self.global_step, epoch)
+            self._figure = None
+
+    # ------------------------------------------------------------------------- lightning
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", batch_idx)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "val", batch_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "test", batch_idx)
+
+    def _step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> Tensor:
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.Adam(
+            self.trainable_parameters(), lr=hp.lr, weight_decay=hp.get("weight_decay", 0.0)
+        )
+        step = hp.get("lr_step_epochs")
+        if not step:
+            return opt
+        sched = torch.optim.lr_scheduler.StepLR(opt, int(step), hp.get("lr_gamma", 0.5))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def schedule_state(self) -> dict[str, Any]:
+        """Current values of the attributes that schedule callbacks change."""
+        return {name: getattr(self, name) for name in self.schedule_attributes}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "module": type(self).__name__,
+            "model": self.model_name,
+            "version": __version__,
+            "image_shape": list(self.image_shape),
+            "spacing_mode": self.spacing_mode,
+            "schedule": self.schedule_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        for name, value in (meta.get("schedule") or {}).items():
+            if name in self.schedule_attributes:
+                setattr(self, name, value)

@@ -1,0 +1,343 @@
+"""``RegistrationNetModule``: vSVF-, LDDMM- and RDMM-net training and inference."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..losses import map_symmetry_loss, omt_penalty, shooting_energy, similarity_from_name
+from ..nets.affine import affine_to_map, invert_affine
+from ..nets.affine_net import MultiStepAffineNet
+from ..nets.registration_net import NetOutput, RegistrationNet, StepOutput
+from ..registration import RegistrationResult
+from ..shooting import MODELS, SolverOptions
+from ..viz import registration_figure
+from .base import RegistrationModuleBase
+from .hparams import plain, working_spacing
+from .refine import REFINE_OPTIMIZERS, refine_last_step
+
+__all__ = ["RegistrationNetModule", "DEFAULT_SIGMAS", "DEFAULT_KERNEL_WEIGHTS", "DEFAULT_PRIOR_H2"]
+
+DEFAULT_SIGMAS = (0.02, 0.04, 0.06, 0.08)
+"""Default Gaussian stds (domain units), the reference's synthetic-2D stack."""
+DEFAULT_KERNEL_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
+"""svf/lddmm multi-Gaussian weights for :data:`DEFAULT_SIGMAS`."""
+DEFAULT_PRIOR_H2 = (0.1, 0.3, 0.3, 0.3)
+"""RDMM initial squared pre-weights for :data:`DEFAULT_SIGMAS`."""
+
+
+class RegistrationNetModule(RegistrationModuleBase):
+    """LightningModule of the deformable registration nets (see :class:`RegistrationNet`).
+
+    Loss per direction, on the final map: ``similarity_weight * sim(source o phi^{-1}, target)
+    + energy_weight * sum_k 1/2 <m0_k, v0_k> + omt_weight * sum_k OMT(w0_k)`` (OMT: RDMM only).
+    With ``bidirectional`` (or ``symmetry_weight > 0``) the batch also runs target -> source and
+    ``symmetry_weight * ||phi_st^{-1} o phi_ts^{-1} - id||^2`` is added. ``num_steps``,
+    ``symmetry_weight``, ``bidirectional`` and the three loss weights are plain attributes that
+    schedule callbacks (:mod:`.callbacks`) change; their last values are saved in checkpoints.
+
+    Args:
+        model: ``"svf"``, ``"lddmm"`` or ``"rdmm"``.
+        image_shape: training grid (2 or 3 sizes; required); ``rdmm infer`` resamples inputs
+            to it.
+        spacing_mode: ``"parity"`` or ``"physical"`` domain spacing.
+        sigmas: Gaussian stds (domain units); default :data:`DEFAULT_SIGMAS`.
+        kernel_weights: svf/lddmm multi-Gaussian weights (default :data:`DEFAULT_KERNEL_WEIGHTS`
+            with the default sigmas, else uniform).
+        weight_sigma: RDMM pre-weight smoothing std.
+        prior_h2: RDMM initial squared pre-weights (default :data:`DEFAULT_PRIOR_H2` with the
+            default sigmas, else uniform).
+        features: UNet channels per level.
+        lowres_factor: shooting grid factor (default 0.5).
+        solver_method, solver_steps: integration (default rk4 with 10 steps).
+        net_input: ``"full"`` or ``"low"`` resolution network inputs.
+        momentum_clamp: optional bound on ``|m0|``.
+        pre_weight_activation: ``"softplus"`` or ``"relu"``.
+        num_steps: refinement steps K (schedulable).
+        similarity, similarity_kwargs: similarity name (default ``"mk-lncc"``) and arguments.
+        similarity_weight, energy_weight, omt_weight: loss weights (schedulable; e.g. OMT off
+            for the first epochs as in the reference).
+        omt_power: exponent of the OMT penalty.
+        symmetry_weight, bidirectional: symmetric training (schedulable).
+        affine_checkpoint: an :class:`AffineNetModule` checkpoint to start from (its
+            architecture is then copied into ``affine_net``; with ``affine_net`` already set, as
+            when rebuilding from this module's own checkpoint, a missing file is ignored since
+            the weights come from that checkpoint).
+        affine_net: constructor arguments of a :class:`MultiStepAffineNet` (None: no affine
+            stage unless ``affine_checkpoint``).
+        affine_trainable: fine-tune the affine net (default frozen).
+        affine_steps: affine passes (default: the affine net's ``num_steps``).
+        refine_optimizer, refine_lr: test-time instance optimisation (``"lbfgs"`` or ``"adam"``;
+            lr default 1 for L-BFGS, 1e-3 for Adam).
+        lr, weight_decay, lr_step_epochs, lr_gamma: Adam and an optional StepLR.
+        log_figures: log one validation figure per epoch.
+    """
+
+    loss_terms = ("loss", "similarity", "energy", "omt", "symmetry")
+    schedule_attributes = (
+        "num_steps",
+        "symmetry_weight",
+        "bidirectional",
+        "similarity_weight",
+        "energy_weight",
+        "omt_weight",
+    )
+
+    def __init__(
+        self,
+        model: str = "rdmm",
+        image_shape: Sequence[int] | None = None,
+        spacing_mode: str = "parity",
+        sigmas: Sequence[float] | None = None,
+        kernel_weights: Sequence[float] | None = None,
+        weight_sigma: float = 0.05,
+        prior_h2: Sequence[float] | None = None,
+        features: Sequence[int] = (16, 32, 32, 64),
+        lowres_factor: float = 0.5,
+        solver_method: str = "rk4",
+        solver_steps: int = 10,
+        net_input: str = "full",
+        momentum_clamp: float | None = None,
+        pre_weight_activation: str = "softplus",
+        num_steps: int = 1,
+        similarity: str = "mk-lncc",
+        similarity_kwargs: Mapping[str, Any] | None = None,
+        similarity_weight: float = 1.0,
+        energy_weight: float = 1.0,
+        omt_weight: float = 0.1,
+        omt_power: float = 1.0,
+        symmetry_weight: float = 0.0,
+        bidirectional: bool = False,
+        affine_checkpoint: str | None = None,
+        affine_net: Mapping[str, Any] | None = None,
+        affine_trainable: bool = False,
+        affine_steps: int | None = None,
+        refine_optimizer: str = "lbfgs",
+        refine_lr: float | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        lr_step_epochs: int | None = None,
+        lr_gamma: float = 0.5,
+        log_figures: bool = True,
+    ):
+        super().__init__()
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}; got {model!r}")
+        if refine_optimizer not in REFINE_OPTIMIZERS:
+            raise ValueError(
+                f"refine_optimizer must be one of {REFINE_OPTIMIZERS}; got {refine_optimizer!r}"
+            )
+        self.save_hyperparameters()
+        self.model_name = model
+        if sigmas is None:
+            sigmas = DEFAULT_SIGMAS
+            kernel_weights = DEFAULT_KERNEL_WEIGHTS if kernel_weights is None else kernel_weights
+            prior_h2 = DEFAULT_PRIOR_H2 if prior_h2 is None else prior_h2
+        if model == "rdmm":
+            kernel_weights = None
+        else:
+            prior_h2 = None
+        self.hparams.update(sigmas=sigmas, kernel_weights=kernel_weights, prior_h2=prior_h2)
+        self._setup_common(image_shape, spacing_mode)
+        self.net = RegistrationNet(
+            model, self.dim, sigmas, kernel_weights, weight_sigma, prior_h2, features,
+            lowres_factor, SolverOptions(solver_method, int(solver_steps)), net_input,
+            momentum_clamp, pre_weight_activation,
+        )  # fmt: skip
+        self.similarity = similarity_from_name(similarity, **dict(similarity_kwargs or {}))
+        self.affine_net = self._build_affine(affine_checkpoint, affine_net, affine_trainable)
+        self.hparams.update(plain(dict(self.hparams)))
+        self.num_steps = int(num_steps)
+        self.symmetry_weight = float(symmetry_weight)
+        self.bidirectional = bool(bidirectional)
+        self.similarity_weight = float(similarity_weight)
+        self.energy_weight = float(energy_weight)
+        self.omt_weight = float(omt_weight)
+
+    # ---------------------------------------------------------------------------- affine
+    def _build_affine(
+        self, path: str | None, config: Mapping[str, Any] | None, trainable: bool
+    ) -> MultiStepAffineNet | None:
+        from .checkpoint import load_registration_checkpoint
+
+        if path is None and config is None:
+            return None
+        source = None
+        if config is None or (path is not None and _exists(path)):
+            source = load_registration_checkpoint(path, "affine", expected_dim=self.dim)
+            if config is None:
+                config = source.net_config()
+                self.hparams["affine_net"] = config
+        config = dict(config)
+        if int(config.get("dim", self.dim)) != self.dim:
+            raise ValueError(f"affine_net is {config.get('dim')}D but the model is {self.dim}D")
+        config["dim"] = self.dim
+        net = MultiStepAffineNet(**config)
+        if source is not None:
+            net.load_state_dict(source.net.state_dict())
+        net.requires_grad_(bool(trainable))
+        return net
+
+    def affine_maps(
+        self, source: Tensor, target: Tensor, spacing: Sequence[float], forward: bool
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """``(A map, A^{-1} map or None, [A | b])`` on the full grid; Nones without affine."""
+        if self.affine_net is None:
+            return None, None, None
+        grad = self.hparams.affine_trainable and torch.is_grad_enabled()
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            out = self.affine_net(source, target, spacing, self.hparams.affine_steps)
+        shape = tuple(source.shape[2:])
+        initial = affine_to_map(out.matrix, shape, spacing)
+        inverse = affine_to_map(invert_affine(out.matrix), shape, spacing) if forward else None
+        return initial, inverse, out.matrix
+
+    # ------------------------------------------------------------------------------ loss
+    def objective(
+        self, warped: Tensor, target: Tensor, steps: Sequence[StepOutput], low_spacing
+    ) -> dict[str, Tensor]:
+        """Loss terms of one direction: ``loss``, ``similarity``, ``energy``, ``omt``."""
+        sim = self.similarity(warped, target)
+        energy = sum(shooting_energy(s.m0, s.shot.velocity0, low_spacing) for s in steps)
+        loss = self.similarity_weight * sim + self.energy_weight * energy
+        terms = {"similarity": sim, "energy": energy}
+        if self.model_name == "rdmm":
+            omt = sum(
+                omt_penalty(s.shot.weights0, self.net.sigmas, self.hparams.omt_power, low_spacing)
+                for s in steps
+            )
+            loss = loss + self.omt_weight * omt
+            terms["omt"] = omt
+        terms["loss"] = loss
+        return terms
+
+    def forward(
+        self,
+        source: Tensor,
+        target: Tensor,
+        spacing: Sequence[float],
+        num_steps: int | None = None,
+        forward_map: bool = False,
+    ) -> tuple[NetOutput, Tensor | None]:
+        """Affine stage (if any) then K refinement steps; returns the net output and the
+        affine matrices (or None)."""
+        init, init_fwd, matrix = self.affine_maps(source, target, spacing, forward_map)
+        steps = self.num_steps if num_steps is None else int(num_steps)
+        out = self.net(
+            source, target, spacing, num_steps=steps, initial_map=init,
+            initial_forward=init_fwd, forward_map=forward_map,
+        )  # fmt: skip
+        return out, matrix
+
+    def _step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> Tensor:
+        source, target = batch["source"], batch["target"]
+        b, shape = source.shape[0], tuple(source.shape[2:])
+        spacing = self.batch_spacing(batch, shape)
+        both = self.bidirectional or self.symmetry_weight > 0
+        if both:
+            source, target = torch.cat([source, target]), torch.cat([target, source])
+        out, _ = self(source, target, spacing)
+        terms = self.objective(out.warped, target, out.steps, out.low_spacing)
+        if both:
+            sym = map_symmetry_loss(out.phi_inv[:b], out.phi_inv[b:], spacing)
+            terms["symmetry"] = sym
+            terms["loss"] = terms["loss"] + self.symmetry_weight * sym
+        for name, value in terms.items():
+            self.log_value(stage, name, value, b)
+        if stage != "train":
+            self.log_map_metrics(stage, out.phi_inv[:b], spacing, batch)
+            if stage == "val" and self.want_figure(batch_idx):
+                self._figure_of(source, target, out, spacing)
+        return terms["loss"]
+
+    def _figure_of(self, source: Tensor, target: Tensor, out: NetOutput, spacing) -> None:
+        sigma = None
+        if self.model_name == "rdmm":
+            shape = tuple(source.shape[2:])
+            sigma = self.net.sigma_maps(out.steps[-1], shape, spacing, out.low_spacing)[0][0]
+        fig = registration_figure(
+            source[0], target[0], out.warped[0].detach(), out.phi_inv[0].detach(), spacing,
+            sigma=sigma, title=f"{self.model_name}-net, epoch {self.current_epoch}",
+        )  # fmt: skip
+        self.remember_figure(fig)
+
+    # ------------------------------------------------------------------------- inference
+    def predict(
+        self,
+        source: Tensor,
+        target: Tensor,
+        num_steps: int | None = None,
+        refine_steps: int = 0,
+        *,
+        spacing: Sequence[float] | None = None,
+        forward_map: bool = True,
+    ) -> RegistrationResult:
+        """Register ``source`` to ``target`` ``(B, 1, *S)`` in [0, 1] (any size).
+
+        Args:
+            num_steps: refinement steps K (default: the module's current ``num_steps``).
+            refine_steps: N > 0 runs test-time instance optimisation of the last step's
+                ``m0`` (and ``h0``) from the network's prediction, with the training loss.
+            spacing: domain spacing of the grid (default: from ``spacing_mode``, isotropic).
+            forward_map: also integrate the forward map ``phi`` (needed for the inverse
+                displacement; without it ``phi`` is None and RDMM ``sigma_t0`` stays in the
+                frame of the last step).
+
+        Returns:
+            :class:`RegistrationResult` on the input grid with ``phi_inv``, ``phi``, ``warped``,
+            ``affine`` (if an affine stage exists), RDMM ``sigma_t0``/``sigma_t1`` and
+            ``extras`` ``m0``/``h0`` (last step, low grid), ``num_steps``, ``refine_steps``.
+        """
+        start = time.perf_counter()
+        self.check_images(source, target)
+        shape = tuple(source.shape[2:])
+        spacing = working_spacing(shape, self.spacing_mode) if spacing is None else spacing
+        spacing = tuple(float(h) for h in spacing)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out, matrix = self(source, target, spacing, num_steps, forward_map=forward_map)
+            history: list[dict[str, Any]] = []
+            if refine_steps > 0:
+                out, history = refine_last_step(self, source, target, spacing, out, refine_steps)
+        finally:
+            self.train(was_training)
+        return self._result(out, matrix, spacing, start, history, num_steps, refine_steps)
+
+    @torch.no_grad()
+    def _result(self, out, matrix, spacing, start, history, num_steps, refine_steps):
+        sigma_t0 = sigma_t1 = None
+        last = out.steps[-1]
+        if self.model_name == "rdmm":
+            shape = tuple(out.phi_inv.shape[2:])
+            sigma_t0, sigma_t1 = self.net.sigma_maps(last, shape, spacing, out.low_spacing)
+        return RegistrationResult(
+            model=self.model_name,
+            phi_inv=out.phi_inv.detach(),
+            warped=out.warped.detach(),
+            spacing=spacing,
+            phi=None if out.phi is None else out.phi.detach(),
+            affine=None if matrix is None else matrix.detach(),
+            sigma_t0=sigma_t0,
+            sigma_t1=sigma_t1,
+            time_s=time.perf_counter() - start,
+            history=history,
+            extras={
+                "m0": last.m0.detach(),
+                "h0": None if last.h0 is None else last.h0.detach(),
+                "low_spacing": out.low_spacing,
+                "num_steps": len(out.steps),
+                "refine_steps": int(refine_steps),
+            },
+        )
+
+
+def _exists(path: str) -> bool:
+    return os.path.isfile(os.fspath(path))

@@ -1,0 +1,120 @@
+"""``rdmm infer``: a trained checkpoint applied to image files of any size and spacing."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from rdmm_lightning.cli.main import main
+from rdmm_lightning.data.nifti import ras_affine, save_nifti
+from tests.models.helpers import loader, make_module, trainer
+
+TRAIN_SHAPE = (16, 16)
+
+
+def _box(shape, lo, hi) -> np.ndarray:
+    arr = np.zeros(shape, dtype=np.float32)
+    arr[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1.0
+    return arr
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A 2D pair on a 22 x 18 grid with anisotropic spacing (not the training grid), label maps,
+    and checkpoints of an rdmm and an affine net trained for two steps on 16 x 16 boxes."""
+    folder = tmp_path_factory.mktemp("infer")
+    aff = ras_affine((1.0, 1.5), (-10.0, 5.0))
+    src, tgt = _box((22, 18), (5, 4), (14, 11)), _box((22, 18), (7, 5), (16, 12))
+    paths = {
+        "source": save_nifti(folder / "src.nii.gz", src, aff),
+        "target": save_nifti(folder / "tgt.nii.gz", tgt, aff),
+        "source_label": save_nifti(folder / "src_lab.nii.gz", src.astype(np.int16), aff),
+        "target_label": save_nifti(folder / "tgt_lab.nii.gz", tgt.astype(np.int16), aff),
+    }
+    for model in ("rdmm", "affine"):
+        torch.manual_seed(0)
+        module = make_module(model, TRAIN_SHAPE, log_figures=False, lr=1e-2)
+        tr = trainer(folder, max_steps=2, limit_val_batches=0)
+        tr.fit(module, loader(TRAIN_SHAPE, n=2, batch_size=1))
+        paths[model] = folder / f"{model}.ckpt"
+        tr.save_checkpoint(paths[model])
+    return paths
+
+
+def _argv(files, out, model="rdmm", labels=True, *extra):
+    argv = ["infer", "--checkpoint", str(files[model]), str(files["source"]), str(files["target"])]
+    argv += ["--out", str(out)]
+    if labels:
+        argv += ["--source-label", str(files["source_label"])]
+        argv += ["--target-label", str(files["target_label"])]
+    return argv + list(extra)
+
+
+def test_infer_rdmm_writes_outputs_on_the_input_grids(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_argv(files, out, "rdmm", True, "--num-steps", "2", "--refine-steps", "2")) == 0
+    assert "mean Dice" in capsys.readouterr().out
+    names = ["warped", "warped_label", "displacement", "inverse_displacement", "jacobian"]
+    for name in names + ["sigma_t0", "sigma_t1"]:
+        img = nib.load(out / f"{name}.nii.gz")
+        assert img.shape[:2] == (22, 18), name
+        np.testing.assert_allclose(img.affine, nib.load(files["target"]).affine, atol=1e-4)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "rdmm" and metrics["working_grid"]["shape"] == list(TRAIN_SHAPE)
+    assert metrics["config"]["num_steps"] == 2 and metrics["config"]["refine_steps"] == 2
+    assert 0 <= metrics["dice"]["mean"] <= 1
+    assert (out / "overview.png").stat().st_size > 1000
+
+
+def test_infer_affine_checkpoint(files, tmp_path):
+    out = tmp_path / "aff"
+    assert main(_argv(files, out, "affine", False)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "affine" and not (out / "sigma_t0.nii.gz").exists()
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_infer_errors_are_one_line(files, tmp_path, capsys):
+    out = tmp_path / "never"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(files["rdmm"].read_bytes()[:1000])
+    bad_checkpoints = {
+        "checkpoint not found": tmp_path / "missing.ckpt",
+        "truncated or corrupt": cut,
+    }
+    for message, ckpt in bad_checkpoints.items():
+        argv = ["infer", "--checkpoint", str(ckpt), str(files["source"]), str(files["target"])]
+        assert main(argv + ["--out", str(out)]) == 2
+        assert message in _error(capsys)
+    assert main(_argv(files, out, "rdmm", False, "--num-steps", "0")) == 2
+    assert "--num-steps must be >= 1" in _error(capsys)
+    assert main(_argv(files, out, "affine", False, "--refine-steps", "3")) == 2
+    assert "not affine" in _error(capsys)
+    missing = _argv(files, out, "rdmm", False)
+    missing[4] = str(tmp_path / "nothing.nii.gz")
+    assert main(missing) == 2
+    assert "nothing.nii.gz" in _error(capsys)
+    if not torch.cuda.is_available():
+        assert main(_argv(files, out, "rdmm", False, "--device", "cuda")) == 2
+        assert "CUDA is not available" in _error(capsys)
+    assert not out.exists()
+
+
+def test_infer_rejects_a_model_of_other_dimension(files, tmp_path, capsys):
+    torch.manual_seed(0)
+    module = make_module("svf", (8, 8, 8))
+    tr = trainer(tmp_path)
+    tr.strategy.connect(module)
+    tr.save_checkpoint(tmp_path / "svf3d.ckpt")
+    argv = ["infer", "--checkpoint", str(tmp_path / "svf3d.ckpt"), str(files["source"])]
+    assert main(argv + [str(files["target"]), "--out", str(tmp_path / "o")]) == 2
+    assert "trained on a 3D grid" in _error(capsys)
