@@ -1,0 +1,309 @@
+"""The training entry point behind ``python train.py`` and ``rdmm train``.
+
+:func:`train` composes the config, checks it, builds data, model, loggers, callbacks and the
+Trainer, runs ``fit`` (resuming with ``ckpt_path``), and reports the run folder and an
+``rdmm infer`` command to try the result. Everything that can be wrong with the config or the
+inputs is found before training starts and raised as one :class:`TrainingConfigError`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+from .callbacks import ConfigSnapshot, StepSeeds, checkpoint_callbacks
+from .checkpoint_io import AtomicCheckpointIO
+from .checks import check_config
+from .compose import ComposedConfig, compose_train_config
+from .errors import TrainingConfigError
+from .loggers import build_loggers, finish_loggers
+from .rundir import display_path, exported_run_dir, resolve_run_dir, write_run_files
+from .weights import check_same_model, init_weights, read_training_checkpoint
+
+__all__ = ["TrainResult", "infer_command", "main", "run_training", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        best_checkpoint: ``best.ckpt`` (None when nothing was validated).
+        last_checkpoint: ``last.ckpt`` (None with ``checkpoint.save_last=false``).
+        monitor, best_score: the metric that chose ``best.ckpt`` and its best value.
+        infer_command: an ``rdmm infer`` command on a validation pair (None without one).
+        trainer, module, datamodule: the objects of the run (rank 0 holds the final state).
+        notes: lines printed at the end (wandb sync hints, init_from report).
+    """
+
+    run_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    monitor: str | None
+    best_score: float | None
+    infer_command: str | None
+    trainer: pl.Trainer
+    module: pl.LightningModule
+    datamodule: pl.LightningDataModule
+    notes: list[str] = field(default_factory=list)
+
+
+def _rank_zero() -> bool:
+    return int(getattr(rank_zero_only, "rank", 0)) == 0
+
+
+def _say(text: str) -> None:
+    if _rank_zero():
+        print(text, flush=True)
+
+
+def _build(node: DictConfig, where: str) -> Any:
+    """``instantiate`` with user errors (bad value, missing file) as one line naming ``where``."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
+            lines = str(cause).strip().splitlines()
+            first = lines[0] if lines else type(cause).__name__
+            raise TrainingConfigError(f"{where}: {first}") from None
+        raise
+
+
+def _check_files(cfg: DictConfig) -> None:
+    """Checkpoint paths in the config must exist before anything is built."""
+    affine = cfg.model.get("affine_checkpoint") if isinstance(cfg.model, DictConfig) else None
+    for key, value in (
+        ("init_from", cfg.init_from),
+        ("ckpt_path", cfg.ckpt_path),
+        ("model.affine_checkpoint", affine),
+    ):
+        if value and not Path(str(value)).expanduser().is_file():
+            raise TrainingConfigError(f"{key}: file not found: {value}")
+    if cfg.init_from and cfg.ckpt_path:
+        raise TrainingConfigError(
+            "set init_from (new training from these weights) or ckpt_path (resume), not both"
+        )
+
+
+def _callbacks(cfg: DictConfig, has_logger: bool) -> tuple[list[Callback], list[str]]:
+    callbacks: list[Callback] = []
+    notes: list[str] = []
+    for name, node in (cfg.callbacks or {}).items():
+        callback = _build(node, f"callbacks.{name}")
+        if isinstance(callback, LearningRateMonitor) and not has_logger:
+            notes.append(f"callbacks.{name}: skipped (LearningRateMonitor needs a logger)")
+            continue
+        callbacks.append(callback)
+    return callbacks, notes
+
+
+def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    strategy = cfg.trainer.strategy
+    if isinstance(strategy, DictConfig):
+        kwargs["strategy"] = _build(strategy, "trainer.strategy")
+    return kwargs
+
+
+def _eval_pair(datamodule: Any) -> tuple[str, str, str | None, str | None] | None:
+    """Paths of the first validation (else test) pair: source, target and labels."""
+    for name in ("val_set", "test_set"):
+        dataset = getattr(datamodule, name, None)
+        if dataset is None or len(dataset) == 0:
+            continue
+        volumes = dataset.pairs.volumes
+        src, tgt = (int(i) for i in dataset.pairs.pairs[0])
+        return volumes.path(src), volumes.path(tgt), volumes.label(src), volumes.label(tgt)
+    return None
+
+
+def infer_command(checkpoint: Path, datamodule: Any, out: Path) -> str | None:
+    """``rdmm infer --checkpoint CKPT SOURCE TARGET --out DIR [labels]`` for a held-out pair."""
+    pair = _eval_pair(datamodule)
+    if pair is None:
+        return None
+    source, target, source_label, target_label = pair
+    words = ["rdmm", "infer", "--checkpoint", display_path(checkpoint), source, target]
+    words += ["--out", display_path(out)]
+    if source_label and target_label:
+        words += ["--source-label", source_label, "--target-label", target_label]
+    return shlex.join(words)
+
+
+def _existing(path: str | None) -> Path | None:
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def _summary(result: TrainResult, seconds: float, end_notes: list[str]) -> list[str]:
+    lines = [
+        f"Training finished in {seconds / 60:.1f} min. Run folder: {display_path(result.run_dir)}"
+    ]
+    if result.best_checkpoint is not None and result.best_score is not None:
+        lines.append(
+            f"  best.ckpt: {result.monitor} = {result.best_score:.4f}   "
+            f"({display_path(result.best_checkpoint)})"
+        )
+    if result.last_checkpoint is not None:
+        lines.append(f"  last.ckpt: {display_path(result.last_checkpoint)}")
+    if result.infer_command:
+        lines += ["Try the model on a validation pair:", f"  {result.infer_command}"]
+    return lines + end_notes
+
+
+def _build_objects(cfg: DictConfig) -> tuple[Any, pl.LightningModule, list[str]]:
+    """Seed, then data module and model (``init_from`` weights loaded, ``ckpt_path`` checked)."""
+    resume = read_training_checkpoint(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
+    if cfg.seed is not None:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.float32_matmul_precision:
+        torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
+    datamodule = _build(cfg.data, "data")
+    module = _build(cfg.model, "model")
+    if resume is not None:
+        check_same_model(resume, module, "ckpt_path")
+    notes = []
+    if cfg.init_from:
+        notes = init_weights(module, str(cfg.init_from), bool(cfg.init_from_strict))
+    return datamodule, module, notes
+
+
+def _build_trainer(
+    cfg: DictConfig, run_dir: Path, overrides: Sequence[str]
+) -> tuple[pl.Trainer, list[Logger], list[str]]:
+    """The Trainer with the run's loggers, checkpoint callbacks and atomic checkpoint writes."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    loggers, notes = build_loggers(cfg.logger, _rank_zero())
+    extra, callback_notes = _callbacks(cfg, bool(loggers))
+    callbacks: list[Callback] = [] if cfg.seed is None else [StepSeeds(int(cfg.seed))]
+    callbacks += [*checkpoint_callbacks(run_dir, cfg.checkpoint), *extra]
+    callbacks.append(ConfigSnapshot(resolved, overrides))
+    trainer = pl.Trainer(
+        **_trainer_kwargs(cfg),
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
+    return trainer, loggers, notes + callback_notes
+
+
+def run_training(composed: ComposedConfig) -> TrainResult:
+    """Run the training a composed config describes (see the module docstring)."""
+    cfg = composed.cfg
+    check_config(cfg)
+    _check_files(cfg)
+    datamodule, module, notes = _build_objects(cfg)
+    run_dir = resolve_run_dir(cfg.paths.root, str(cfg.name), cfg.paths.run_dir)
+    cfg.paths.run_dir = str(run_dir)
+    if _rank_zero():
+        write_run_files(run_dir, cfg, composed.overrides)
+    trainer, loggers, trainer_notes = _build_trainer(cfg, run_dir, composed.overrides)
+    for line in [*trainer_notes, *notes, f"Run folder: {display_path(run_dir)}"]:
+        _say(line)
+    start = time.perf_counter()
+    with exported_run_dir(run_dir), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        best = trainer.checkpoint_callback
+        best_path = _existing(getattr(best, "best_model_path", None))
+        last_path = _existing(str(run_dir / "last.ckpt"))
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path or last_path))
+    end_notes = finish_loggers(loggers)
+    score = getattr(best, "best_model_score", None) if best_path else None
+    checkpoint = best_path or last_path
+    result = TrainResult(
+        run_dir=run_dir,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        monitor=getattr(best, "monitor", None) if best_path else None,
+        best_score=None if score is None else float(score),
+        infer_command=None
+        if checkpoint is None or not cfg.print_infer_command
+        else infer_command(checkpoint, datamodule, run_dir / "infer_example"),
+        trainer=trainer,
+        module=module,
+        datamodule=datamodule,
+        notes=notes + end_notes,
+    )
+    if trainer.is_global_zero:
+        for line in _summary(result, time.perf_counter() - start, end_notes):
+            print(line, flush=True)
+    return result
+
+
+def train(overrides: Sequence[str] = ()) -> TrainResult:
+    """Compose ``train.yaml`` with ``overrides`` and train (``python train.py`` in Python).
+
+    Example::
+
+        train(["experiment=quickstart", "trainer.max_epochs=1"])
+
+    Raises:
+        TrainingConfigError: a config or input problem, found before training starts.
+    """
+    return run_training(compose_train_config(overrides))
+
+
+HELP = """usage: {prog} [OVERRIDE ...]
+
+Train a registration network. OVERRIDEs use Hydra's grammar: group=option (experiment=oai_rdmm_net,
+model=svf_net, trainer=ddp, logger=wandb, logger=[csv,wandb]) and key=value (trainer.max_epochs=20,
+data.batch_size=2, +model.weight_decay=1e-5). Without overrides: the quickstart experiment.
+
+  ckpt_path=RUN/last.ckpt   resume a run (its stored overrides, then yours)
+  init_from=CKPT            start from a checkpoint's weights (new optimiser, epoch 0)
+  paths.root=DIR            runs go to DIR/<name>/<timestamp>/ (default checkpoints)
+
+options:
+  -h, --help   show this help and the config groups
+  --cfg        print the composed config and exit
+
+config groups:
+{groups}
+"""
+
+
+def _help(prog: str) -> str:
+    from .compose import GROUPS, group_options
+
+    groups = "\n".join(f"  {g:<11}{' '.join(group_options(g))}" for g in GROUPS)
+    return HELP.format(prog=prog, groups=groups)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
+    """Command-line entry: ``[--cfg] OVERRIDE ...``; one-line errors, exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(_help(prog))
+        return 0
+    show = "--cfg" in args
+    args = [a for a in args if a != "--cfg"]
+    try:
+        composed = compose_train_config(args)
+        if show:
+            check_config(composed.cfg)
+            print(OmegaConf.to_yaml(composed.cfg))
+            return 0
+        run_training(composed)
+    except TrainingConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

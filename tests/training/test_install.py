@@ -1,0 +1,53 @@
+"""After a plain (non-editable) ``pip install`` the configs ship inside the package and training
+runs from any folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from .helpers import REPO, tiny_overrides
+
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "configs", "rdmm_lightning", "datamodules")
+
+
+@pytest.mark.slow
+def test_training_from_a_built_wheel(tmp_path):
+    src = tmp_path / "src"  # a copy, so that building leaves nothing in the repository
+    src.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(src)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "rdmm_lightning" / "configs" / "experiment" / "quickstart.yaml").is_file()
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    code = (
+        "import sys, rdmm_lightning, rdmm_lightning.training as t; "
+        "assert rdmm_lightning.__file__.startswith(sys.argv[1]), rdmm_lightning.__file__; "
+        "sys.exit(t.main(sys.argv[2:]))"
+    )
+    overrides = tiny_overrides(tmp_path / "data", "runs")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(site), *overrides],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list((work / "runs" / "quickstart").glob("*/best.ckpt"))
+    assert "rdmm infer --checkpoint runs/quickstart/" in proc.stdout
