@@ -263,7 +263,8 @@ class RegistrationNetModule(RegistrationModuleBase):
             sigma = self.net.sigma_maps(out.steps[-1], shape, spacing, out.low_spacing)[0][0]
         fig = registration_figure(
             source[0], target[0], out.warped[0].detach(), out.phi_inv[0].detach(), spacing,
-            sigma=sigma, title=f"{self.model_name}-net, epoch {self.current_epoch}",
+            sigma=sigma, sigma_range=(min(self.net.sigmas), max(self.net.sigmas)),
+            title=f"{self.model_name}-net, epoch {self.current_epoch}",
         )  # fmt: skip
         self.remember_figure(fig)
 

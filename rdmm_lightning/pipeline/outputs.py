@@ -269,8 +269,15 @@ def _overview(pair: PreparedPair, result: RegistrationResult, metrics: dict[str,
         result.phi_inv[0],
         pair.spacing,
         sigma=None if sigma is None else sigma[0],
+        sigma_range=_sigma_range(metrics),
         title=title,
     )
+
+
+def _sigma_range(metrics: dict[str, Any]) -> tuple[float, float] | None:
+    """The model's smallest and largest Gaussian std, from the resolved config if it has them."""
+    sigmas = (metrics.get("config") or {}).get("sigmas")
+    return (min(sigmas), max(sigmas)) if sigmas else None
 
 
 def write_outputs_to(folder: Path, outputs: RegistrationOutputs, figure=None) -> None:

@@ -64,6 +64,7 @@ def registration_figure(
     spacing: Sequence[float] | None = None,
     *,
     sigma: Tensor | None = None,
+    sigma_range: tuple[float, float] | None = None,
     axis: int = 0,
     grid_step: int = 8,
     title: str | None = None,
@@ -72,8 +73,10 @@ def registration_figure(
     sigma(x) side by side.
 
     ``source, target, warped: (C, *S)``; ``phi_inv: (D, *S)`` pull-back map on the target grid;
-    ``sigma: (1, *S)`` local regularizer std (domain units). The grid panel is a line image warped
-    by ``phi^{-1}``: the source's grid lines as they land in the target.
+    ``sigma: (1, *S)`` local regularizer std (domain units), shown on the fixed colour range
+    ``sigma_range`` (e.g. the smallest and largest Gaussian std of the model, so figures of
+    different epochs and pairs compare; default: the map's own range). The grid panel is a line
+    image warped by ``phi^{-1}``: the source's grid lines as they land in the target.
     """
     spacing = domain_spacing(phi_inv.shape[1:]) if spacing is None else tuple(spacing)
     phi = phi_inv.detach().float().unsqueeze(0)
@@ -105,7 +108,8 @@ def registration_figure(
     fig.colorbar(im, ax=axes[4], fraction=0.046, pad=0.02)
     if sigma is not None:
         s = central_slice(sigma.detach()[0], axis)
-        im = _show(axes[5], s, "sigma(x)", cmap="viridis")
+        lo, hi = sigma_range if sigma_range is not None else (None, None)
+        im = _show(axes[5], s, "sigma(x)", cmap="viridis", vmin=lo, vmax=hi)
         fig.colorbar(im, ax=axes[5], fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -121,9 +125,11 @@ def shooting_figure(
     axis: int = 0,
     grid_step: int = 8,
     title: str | None = None,
+    sigma_range: tuple[float, float] | None = None,
 ) -> Figure:
     """One row per shooting: ``(name, phi_inv (D, *S), det (*S) or None -> computed,
-    sigma (1, *S) or None)``; columns: warped image, deformation grid, det J, sigma(x)."""
+    sigma (1, *S) or None)``; columns: warped image, deformation grid, det J, sigma(x) (on the
+    colour range ``sigma_range`` when given)."""
     fig = Figure(figsize=(11, 2.8 * len(rows)), dpi=100)
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(fig.subplots(len(rows), 4))
@@ -148,7 +154,9 @@ def shooting_figure(
         if sigma is None:
             axes[r, 3].axis("off")
         else:
-            im = _show(axes[r, 3], central_slice(sigma.detach()[0], axis), "sigma(x)")
+            lo, hi = sigma_range if sigma_range is not None else (None, None)
+            sig = central_slice(sigma.detach()[0], axis)
+            im = _show(axes[r, 3], sig, "sigma(x)", vmin=lo, vmax=hi)
             fig.colorbar(im, ax=axes[r, 3], fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=10)
