@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 __all__ = ["main", "CLIError"]
 
@@ -20,8 +21,16 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``rdmm register: error: ...``), exit code 2; the
+    usage is printed by ``--help``, not repeated on every typo. Sub-parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rdmm", description="RDMM / LDDMM / vSVF diffeomorphic registration"
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -166,9 +166,18 @@ def test_user_errors(pair3d, tmp_path, capsys, monkeypatch):
         "nan": _save(bad / "nan.nii.gz", nan, nib.load(tgt).affine),
         "float_label": _save(bad / "float_label.nii.gz", floats, nib.load(src).affine),
         "4d": _save(bad / "four_d.nii.gz", np.random.rand(8, 8, 8, 3).astype(np.float32)),
+        "shifted_label": _save(
+            bad / "shifted_label.nii.gz",
+            np.zeros(nib.load(src).shape, np.int16),
+            nib.load(src).affine @ np.diag([1.0, 1.0, 2.0, 1.0]),
+        ),
+        "corrupt": bad / "corrupt.nii.gz",
+        "empty": bad / "empty.nii",
         "yaml": bad / "opts.yaml",
         "broken": bad / "broken.yaml",
     }
+    paths["corrupt"].write_bytes(b"\x1f\x8b not really a gzipped NIfTI" * 10)
+    paths["empty"].write_bytes(b"")
     paths["yaml"].write_text("iterations: 3\nnot_an_option: 1\n")
     paths["broken"].write_text("model: [unclosed\n")
     out = tmp_path / "out" / "nested"
@@ -178,6 +187,9 @@ def test_user_errors(pair3d, tmp_path, capsys, monkeypatch):
         (["register", src, paths["nan"], "--out", str(out)], "nan.nii.gz"),
         (base + ["--source-label", paths["float_label"]], "float_label.nii.gz"),
         (["register", paths["4d"], tgt, "--out", str(out)], "four_d.nii.gz"),
+        (["register", str(paths["corrupt"]), tgt, "--out", str(out)], "corrupt.nii.gz"),
+        (["register", src, str(paths["empty"]), "--out", str(out)], "empty.nii"),
+        (base + ["--source-label", paths["shifted_label"]], "shifted_label.nii.gz"),
         (base + ["no_such_key=1"], "no_such_key"),
         (base + ["solver.nope=1"], "solver.nope"),
         (base + ["iterations=abc"], "iterations"),
@@ -202,8 +214,11 @@ def test_user_errors(pair3d, tmp_path, capsys, monkeypatch):
     # an output path that is an existing file
     assert main(["register", src, tgt, "--out", str(paths["yaml"])]) == 2
     assert "not a folder" in _one_line_error(capsys)
-    with pytest.raises(SystemExit):  # argparse: unknown model name
+    with pytest.raises(SystemExit) as exc:  # argparse: unknown model name, one line too
         main(base + ["--model", "voxelmorph"])
+    assert exc.value.code == 2
+    message = _one_line_error(capsys)
+    assert "--model" in message and "voxelmorph" in message
 
 
 @pytest.mark.gpu
