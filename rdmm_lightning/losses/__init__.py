@@ -14,7 +14,13 @@ from .modules import (
     SSDLoss,
     similarity_from_name,
 )
-from .regularizers import affine_symmetry_loss, map_symmetry_loss, omt_penalty, shooting_energy
+from .regularizers import (
+    affine_symmetry_loss,
+    map_symmetry_loss,
+    omt_penalty,
+    shooting_energy,
+    weight_range_penalty,
+)
 from .similarity import (
     DEFAULT_MK_LNCC_TIERS,
     MkLnccSettings,
@@ -44,6 +50,7 @@ __all__ = [
     "mutual_information_loss",
     "shooting_energy",
     "omt_penalty",
+    "weight_range_penalty",
     "affine_symmetry_loss",
     "map_symmetry_loss",
     "SSDLoss",

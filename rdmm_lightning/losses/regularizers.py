@@ -17,7 +17,13 @@ from ..ops.warp import compose_maps
 from ..shooting.terms import momentum_energy
 from ._checks import reduce
 
-__all__ = ["shooting_energy", "omt_penalty", "affine_symmetry_loss", "map_symmetry_loss"]
+__all__ = [
+    "shooting_energy",
+    "omt_penalty",
+    "weight_range_penalty",
+    "affine_symmetry_loss",
+    "map_symmetry_loss",
+]
 
 
 def _spacing(x: Tensor, spacing: Sequence[float] | None) -> tuple[float, ...]:
@@ -84,6 +90,33 @@ def omt_penalty(
         vol *= h
     mass = (w * w).flatten(2).sum(dim=2)  # (B, N)
     return reduce((mass * coeff).sum(dim=1) * vol, reduction)
+
+
+def weight_range_penalty(
+    w: Tensor,
+    prior_h2: Sequence[float] | Tensor,
+    spacing: Sequence[float] | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Weight-range penalty ``sum_i |w_i - sqrt(g_i)|^2`` integrated over the domain (voxel volume
+    ``prod h_d``): pulls the RDMM weights ``w: (B, N, *S)`` towards the global prior with squared
+    weights ``g = prior_h2`` (``N`` entries, normalised to sum 1), so that they leave it only where
+    the similarity gains from it (reference-notes.md §3.2, weight-range loss). 0 at the prior."""
+    if w.dim() not in (4, 5):
+        raise ValueError(
+            f"w must have shape (B, N, *S) with 2 or 3 spatial dims; got {tuple(w.shape)}"
+        )
+    g = torch.as_tensor(prior_h2, dtype=w.dtype, device=w.device).flatten()
+    if g.numel() != w.shape[1] or not bool((g >= 0).all()) or float(g.sum()) <= 0:
+        raise ValueError(
+            f"prior_h2 must have N = {w.shape[1]} non-negative entries with a positive sum; "
+            f"got {g.tolist()}"
+        )
+    target = (g / g.sum()).sqrt().view(1, -1, *([1] * (w.dim() - 2)))
+    vol = 1.0
+    for h in _spacing(w, spacing):
+        vol *= h
+    return reduce((w - target).pow(2).flatten(1).sum(dim=1) * vol, reduction)
 
 
 def affine_symmetry_loss(

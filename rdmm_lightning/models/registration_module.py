@@ -11,7 +11,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..losses import map_symmetry_loss, omt_penalty, shooting_energy, similarity_from_name
+from ..losses import (
+    map_symmetry_loss,
+    omt_penalty,
+    shooting_energy,
+    similarity_from_name,
+    weight_range_penalty,
+)
 from ..nets.affine import affine_to_map, invert_affine
 from ..nets.affine_net import MultiStepAffineNet
 from ..nets.registration_net import NetOutput, RegistrationNet, StepOutput
@@ -64,6 +70,12 @@ class RegistrationNetModule(RegistrationModuleBase):
         similarity_weight, energy_weight, omt_weight: loss weights (schedulable; e.g. OMT off
             for the first epochs as in the reference).
         omt_power: exponent of the OMT penalty.
+        weight_range_weight: RDMM: weight of the weight-range penalty that pulls the smoothed
+            pre-weights towards the prior ``prior_h2`` (default 1; schedulable: the reference
+            trains with it first and lets OMT take over later). Without it the pre-weight net
+            put every voxel on one extreme of the sigma stack on the synthetic 2D set (all
+            sigma_min without OMT, all sigma_max with OMT 0.1); with it sigma(x) stays near the
+            prior and drops near moving object edges.
         symmetry_weight, bidirectional: symmetric training (schedulable).
         affine_checkpoint: an :class:`AffineNetModule` checkpoint to start from (its
             architecture is then copied into ``affine_net``; with ``affine_net`` already set, as
@@ -79,7 +91,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         log_figures: log one validation figure per epoch.
     """
 
-    loss_terms = ("loss", "similarity", "energy", "omt", "symmetry")
+    loss_terms = ("loss", "similarity", "energy", "omt", "weight_range", "symmetry")
     schedule_attributes = (
         "num_steps",
         "symmetry_weight",
@@ -87,6 +99,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         "similarity_weight",
         "energy_weight",
         "omt_weight",
+        "weight_range_weight",
     )
 
     def __init__(
@@ -112,6 +125,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         energy_weight: float = 1.0,
         omt_weight: float = 0.1,
         omt_power: float = 1.0,
+        weight_range_weight: float = 1.0,
         symmetry_weight: float = 0.0,
         bidirectional: bool = False,
         affine_checkpoint: str | None = None,
@@ -159,6 +173,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         self.similarity_weight = float(similarity_weight)
         self.energy_weight = float(energy_weight)
         self.omt_weight = float(omt_weight)
+        self.weight_range_weight = float(weight_range_weight)
 
     # ---------------------------------------------------------------------------- affine
     def _build_affine(
@@ -214,6 +229,11 @@ class RegistrationNetModule(RegistrationModuleBase):
             )
             loss = loss + self.omt_weight * omt
             terms["omt"] = omt
+            if self.weight_range_weight > 0:
+                prior = self.net.prior_h2
+                wr = sum(weight_range_penalty(s.shot.weights0, prior, low_spacing) for s in steps)
+                loss = loss + self.weight_range_weight * wr
+                terms["weight_range"] = wr
         terms["loss"] = loss
         return terms
 

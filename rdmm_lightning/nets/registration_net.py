@@ -122,7 +122,10 @@ class RegistrationNet(nn.Module):
         self.unit_forward: ShootingUnit = make_shooting_unit(model, forward_map=True, **kwargs)
         self.momentum_net = MomentumNet(dim, features, clamp=momentum_clamp)
         self.pre_weight_net = None
+        self.prior_h2: tuple[float, ...] | None = None
         if model == "rdmm":
+            h2 = [1.0] * len(self.sigmas) if prior_h2 is None else [float(v) for v in prior_h2]
+            self.prior_h2 = tuple(v / sum(h2) for v in h2) if sum(h2) > 0 else tuple(h2)
             self.pre_weight_net = PreWeightNet(
                 dim, len(self.sigmas), prior_h2, features, pre_weight_activation
             )

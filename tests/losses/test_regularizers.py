@@ -8,6 +8,7 @@ from rdmm_lightning.losses import (
     map_symmetry_loss,
     omt_penalty,
     shooting_energy,
+    weight_range_penalty,
 )
 from rdmm_lightning.ops.grid import domain_spacing, identity_map
 from rdmm_lightning.shooting.terms import momentum_energy
@@ -170,3 +171,29 @@ def test_map_symmetry_errors():
         map_symmetry_loss(torch.rand(2, 3, 8, 8), phi)
     with pytest.raises(ValueError, match="phi_ts_inv must have the shape of phi_st_inv"):
         map_symmetry_loss(phi, phi[:1])
+
+
+def test_weight_range_zero_at_prior_and_hand_value():
+    prior = (0.1, 0.3, 0.3, 0.3)
+    shape = (5, 6)
+    at_prior = torch.tensor(prior, dtype=torch.float64).sqrt().view(1, 4, 1, 1).expand(2, 4, *shape)
+    assert float(weight_range_penalty(at_prior, prior).abs().max()) == 0.0
+    # one voxel moved to (1, 0, 0, 0): sum_i (w_i - sqrt(g_i))^2 times the voxel volume
+    w = at_prior.clone()
+    w[0, :, 2, 3] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    expected = ((1 - 0.1**0.5) ** 2 + 3 * 0.3) * (1 / 4) * (1 / 5)
+    got = weight_range_penalty(w, prior, reduction="none")
+    assert torch.allclose(got, torch.tensor([expected, 0.0], dtype=torch.float64))
+    # the prior is normalised to sum 1
+    assert torch.allclose(weight_range_penalty(w, [1, 3, 3, 3]), weight_range_penalty(w, prior))
+
+
+def test_weight_range_errors_and_gradient():
+    w = torch.rand(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="prior_h2"):
+        weight_range_penalty(w, (0.5, 0.5))
+    with pytest.raises(ValueError, match="prior_h2"):
+        weight_range_penalty(w, (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="w must have shape"):
+        weight_range_penalty(w[0], (1, 1, 1))
+    assert torch.autograd.gradcheck(lambda x: weight_range_penalty(x, (0.2, 0.3, 0.5)), (w,))

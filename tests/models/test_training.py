@@ -96,3 +96,29 @@ def test_image_shape_required_and_checked():
         RegistrationNetModule("svf", image_shape=(16, 16), spacing_mode="mm")
     with pytest.raises(ValueError, match="model must be one of"):
         RegistrationNetModule("bspline", image_shape=(16, 16))
+
+
+def test_weight_range_term_pulls_pre_weights_to_the_prior():
+    """With weight_range_weight > 0 the RDMM objective has the weight-range term: ~0 for the
+    untrained net (which outputs the prior), positive once the pre-weights leave the prior, and
+    its gradient reaches the pre-weight net."""
+    torch.manual_seed(0)
+    shape = (32, 32)
+    module = make_module("rdmm", shape, weight_range_weight=10.0, log_figures=False)
+    batch = batch_of(shape, shift=3)
+    src, tgt = batch["source"], batch["target"]
+    spacing = module.batch_spacing(batch, src.shape[2:])
+    out, _ = module(src, tgt, spacing)
+    terms = module.objective(out.warped, tgt, out.steps, out.low_spacing)
+    assert 0 <= float(terms["weight_range"]) < 1e-3
+    with torch.no_grad():  # push the last layer of the pre-weight net off the prior
+        for p in module.net.pre_weight_net.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    out, _ = module(src, tgt, spacing)
+    terms = module.objective(out.warped, tgt, out.steps, out.low_spacing)
+    assert float(terms["weight_range"]) > 1e-3
+    terms["loss"].backward()
+    grads = [p.grad for p in module.net.pre_weight_net.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().max()) > 0 for g in grads)
+    module.weight_range_weight = 0.0
+    assert "weight_range" not in module.objective(out.warped, tgt, out.steps, out.low_spacing)
