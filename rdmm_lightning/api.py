@@ -140,26 +140,13 @@ def _register_pair(
 ) -> RegistrationResult:
     from .pipeline.atomic import check_output_dir
     from .pipeline.outputs import compute_registration_outputs, save_registration_outputs
-    from .pipeline.pair import prepare_pair
-    from .pipeline.register import region_pre_weights, register_pair, resolve_device
+    from .pipeline.register import prepare_and_register
 
     if out_dir is not None:
         check_output_dir(out_dir)
-    resolve_device(cfg["device"])
-    pair = prepare_pair(
-        source,
-        target,
-        source_label=source_label,
-        target_label=target_label,
-        working_shape=cfg["working_shape"],
-        working_spacing_mode=cfg["spacing_mode"],
-        normalize=cfg["normalize"],
+    pair, result = prepare_and_register(
+        source, target, cfg, source_label, target_label, region_mask, progress
     )
-    pre_weights = None
-    if region_mask is not None:
-        region = cfg["region"]
-        pre_weights = region_pre_weights(pair, region_mask, region["inside"], region["outside"])
-    result = register_pair(pair, cfg, progress=progress, pre_weights=pre_weights)
     outputs = compute_registration_outputs(pair, result, config=cfg)
     if out_dir is not None:
         save_registration_outputs(out_dir, pair, result, outputs)

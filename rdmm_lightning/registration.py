@@ -53,3 +53,15 @@ class RegistrationResult:
     stopped: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
     extras: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def cpu(self) -> RegistrationResult:
+        """Move every tensor (maps, images, ``extras`` values) to the CPU, detached; returns self
+        (the output writers work on the CPU)."""
+        for name in ("phi_inv", "phi", "warped", "affine", "sigma_t0", "sigma_t1"):
+            value = getattr(self, name)
+            if isinstance(value, Tensor):
+                setattr(self, name, value.detach().cpu())
+        self.extras = {
+            k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in self.extras.items()
+        }
+        return self

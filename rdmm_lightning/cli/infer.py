@@ -122,7 +122,7 @@ def infer_files(
             result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
         else:
             result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
-        result = _to_cpu(result)
+        result = result.cpu()
         config = {
             "checkpoint": os.fspath(checkpoint),
             "num_steps": result.extras.get("num_steps"),
@@ -133,20 +133,6 @@ def infer_files(
         return write_registration_outputs(out, pair, result, config=config)
     except ValueError as exc:
         raise CLIError(_one_line(exc)) from exc
-
-
-def _to_cpu(result):
-    """Move the result's tensors to the CPU (the output writer works there)."""
-    import torch
-
-    for name in ("phi_inv", "phi", "warped", "affine", "sigma_t0", "sigma_t1"):
-        value = getattr(result, name)
-        if isinstance(value, torch.Tensor):
-            setattr(result, name, value.detach().cpu())
-    result.extras = {
-        k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.extras.items()
-    }
-    return result
 
 
 def _run(args: argparse.Namespace) -> int:

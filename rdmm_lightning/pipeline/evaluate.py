@@ -189,20 +189,6 @@ Registrar = Callable[[PairRow, str], dict[str, Any]]
 """``(pair, out_dir) -> metrics`` of one registration (writes ``out_dir``)."""
 
 
-def _result_to_cpu(result):
-    """Move a :class:`~rdmm_lightning.registration.RegistrationResult`'s tensors to the CPU."""
-    import torch
-
-    for name in ("phi_inv", "phi", "warped", "affine", "sigma_t0", "sigma_t1"):
-        value = getattr(result, name)
-        if isinstance(value, torch.Tensor):
-            setattr(result, name, value.detach().cpu())
-    result.extras = {
-        k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.extras.items()
-    }
-    return result
-
-
 def _checkpoint_registrar(
     checkpoint: str | os.PathLike, num_steps: int | None, refine_steps: int, device: str
 ) -> tuple[Registrar, str, dict[str, Any]]:
@@ -254,7 +240,7 @@ def _checkpoint_registrar(
             result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
         else:
             result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
-        result = _result_to_cpu(result)
+        result = result.cpu()
         pair_config = dict(config, num_steps=result.extras.get("num_steps"))
         return write_registration_outputs(out_dir, pair, result, config=pair_config)
 

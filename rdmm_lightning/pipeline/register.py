@@ -193,6 +193,24 @@ def register_files(
         "device": device,
     }
     cfg = resolve_register_config(config, overrides, explicit)
+    pair, result = prepare_and_register(
+        source, target, cfg, source_label, target_label, cfg["region_mask"], progress
+    )
+    return write_registration_outputs(out_dir, pair, result, config=cfg)
+
+
+def prepare_and_register(
+    source: Any,
+    target: Any,
+    cfg: Mapping[str, Any],
+    source_label: Any = None,
+    target_label: Any = None,
+    region_mask: Any = None,
+    progress: bool = False,
+) -> tuple[PreparedPair, RegistrationResult]:
+    """Check the device, bring the pair (files or Volumes) to its working grid, build the
+    predefined-region pre-weights from ``region_mask`` (if any) and register with the resolved
+    options ``cfg``."""
     resolve_device(cfg["device"])
     pair = prepare_pair(
         source,
@@ -204,10 +222,7 @@ def register_files(
         normalize=cfg["normalize"],
     )
     pre_weights = None
-    if cfg["region_mask"]:
+    if region_mask is not None and region_mask != "":
         region = cfg["region"]
-        pre_weights = region_pre_weights(
-            pair, cfg["region_mask"], region["inside"], region["outside"]
-        )
-    result = register_pair(pair, cfg, progress=progress, pre_weights=pre_weights)
-    return write_registration_outputs(out_dir, pair, result, config=cfg)
+        pre_weights = region_pre_weights(pair, region_mask, region["inside"], region["outside"])
+    return pair, register_pair(pair, cfg, progress=progress, pre_weights=pre_weights)
