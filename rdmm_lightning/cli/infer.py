@@ -4,8 +4,9 @@
 [--num-steps K] [--refine-steps N] [--device cpu|cuda]``
 
 The pair is read and the source resampled into the target's physical space on the checkpoint's
-training grid (:func:`rdmm_lightning.pipeline.prepare_pair` with ``working_shape`` = the
-checkpoint's ``image_shape``), the network predicts the maps (K refinement steps, optionally N
+training grid (the target's grid through the training preprocessing recorded in the checkpoint,
+e.g. reoriented to RAS+ and resized; :func:`rdmm_lightning.pipeline.network.register_with_network`),
+the network predicts the maps (K refinement steps, optionally N
 steps of instance optimisation), and the files of architecture.md are written on the source's
 and target's own grids (:func:`rdmm_lightning.pipeline.write_registration_outputs`). Inputs of
 any shape, spacing and orientation are accepted.
@@ -90,9 +91,9 @@ def infer_files(
     """
     import torch
 
-    from rdmm_lightning.io import read_image
     from rdmm_lightning.models import CheckpointError, load_registration_checkpoint
-    from rdmm_lightning.pipeline import prepare_pair, write_registration_outputs
+    from rdmm_lightning.pipeline import write_registration_outputs
+    from rdmm_lightning.pipeline.network import register_with_network
 
     _check_args(num_steps, refine_steps, device)
     try:
@@ -102,27 +103,17 @@ def infer_files(
     if module.model_name == "affine" and refine_steps:
         raise CLIError("--refine-steps applies to svf/lddmm/rdmm checkpoints, not affine")
     try:
-        target_volume = read_image(target)
-        if target_volume.dim != module.dim:
-            raise CLIError(
-                f"{checkpoint}: the {module.model_name} model was trained on a {module.dim}D "
-                f"grid {module.image_shape}, but {target} is {target_volume.dim}D"
-            )
-        pair = prepare_pair(
+        module = module.to(torch.device(device))
+        pair, result = register_with_network(
+            module,
             source,
-            target_volume,
+            target,
             source_label=source_label,
             target_label=target_label,
-            working_shape=module.image_shape,
-            working_spacing_mode=module.spacing_mode,
+            num_steps=num_steps,
+            refine_steps=refine_steps,
+            name=os.fspath(checkpoint),
         )
-        module = module.to(torch.device(device))
-        src, tgt = pair.source.to(module.device), pair.target.to(module.device)
-        if module.model_name == "affine":
-            result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
-        else:
-            result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
-        result = result.cpu()
         config = {
             "checkpoint": os.fspath(checkpoint),
             "num_steps": result.extras.get("num_steps"),

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from .. import __version__
+from ..io.training_grid import TrainingGrid
 from ..metrics.dice import mean_dice
 from ..metrics.jacobian import fold_statistics, jacobian_determinant
 from ..ops.warp import warp_labels
@@ -42,6 +43,10 @@ class RegistrationModuleBase(pl.LightningModule):
         self.image_shape = check_image_shape(image_shape, spacing_mode)
         self.dim = len(self.image_shape)
         self.spacing_mode = spacing_mode
+        # spatial preprocessing of the training volumes, set when loaded from a training
+        # checkpoint (rdmm_lightning.models.load_registration_checkpoint); None: the image_shape
+        # grid over the target's field of view
+        self.training_grid: TrainingGrid | None = None
         names = self.loss_terms + EVAL_METRICS
         self.stage_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in names}

@@ -21,9 +21,19 @@ from typing import Any
 
 import torch
 
+from ..io.training_grid import TrainingGrid
 from .base import CHECKPOINT_KEY, RegistrationModuleBase
 
-__all__ = ["CheckpointError", "read_checkpoint", "load_registration_checkpoint"]
+__all__ = [
+    "TRAINING_CONFIG_KEY",
+    "CheckpointError",
+    "read_checkpoint",
+    "load_registration_checkpoint",
+]
+
+TRAINING_CONFIG_KEY = "rdmm_config"
+"""Checkpoint entry holding the resolved training config (a plain dict), written by the training
+entry point (:class:`rdmm_lightning.training.callbacks.ConfigSnapshot`)."""
 
 
 class CheckpointError(ValueError):
@@ -130,7 +140,9 @@ def load_registration_checkpoint(
         map_location: where tensors are loaded.
 
     Returns:
-        The module in eval mode, with its schedule attributes restored.
+        The module in eval mode, with its schedule attributes restored and ``training_grid``
+        set from the training config stored in the checkpoint (the spatial preprocessing of the
+        training volumes; None for checkpoints written without that config).
 
     Raises:
         CheckpointError: one line: missing/truncated file, another model type, grid mismatch,
@@ -148,4 +160,8 @@ def load_registration_checkpoint(
     except RuntimeError as exc:
         raise CheckpointError(f"{p}: weights do not fit the model ({_first_line(exc)})") from None
     module.on_load_checkpoint(ckpt)
+    try:
+        module.training_grid = TrainingGrid.from_training_config(ckpt.get(TRAINING_CONFIG_KEY))
+    except ValueError as exc:
+        raise CheckpointError(f"{p}: invalid training preprocessing ({_first_line(exc)})") from None
     return module.eval()

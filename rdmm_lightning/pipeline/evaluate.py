@@ -194,10 +194,9 @@ def _checkpoint_registrar(
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Load the checkpoint once; returns the per-pair function (the steps of ``rdmm infer``),
     the model name and the options recorded in ``summary.json``."""
-    from ..io import read_image
     from ..models import load_registration_checkpoint
+    from .network import register_with_network
     from .outputs import write_registration_outputs
-    from .pair import prepare_pair
     from .register import resolve_device
 
     if num_steps is not None and num_steps < 1:
@@ -220,27 +219,16 @@ def _checkpoint_registrar(
     }
 
     def run(row: PairRow, out_dir: str) -> dict[str, Any]:
-        target_volume = read_image(row.target)
-        if target_volume.dim != module.dim:
-            raise ValueError(
-                f"{os.fspath(checkpoint)}: the {module.model_name} model was trained on a "
-                f"{module.dim}D grid {module.image_shape}, but {row.target} is "
-                f"{target_volume.dim}D"
-            )
-        pair = prepare_pair(
+        pair, result = register_with_network(
+            module,
             row.source,
-            target_volume,
+            row.target,
             source_label=row.source_label,
             target_label=row.target_label,
-            working_shape=module.image_shape,
-            working_spacing_mode=module.spacing_mode,
+            num_steps=num_steps,
+            refine_steps=refine_steps,
+            name=os.fspath(checkpoint),
         )
-        src, tgt = pair.source.to(module.device), pair.target.to(module.device)
-        if module.model_name == "affine":
-            result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
-        else:
-            result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
-        result = result.cpu()
         pair_config = dict(config, num_steps=result.extras.get("num_steps"))
         return write_registration_outputs(out_dir, pair, result, config=pair_config)
 

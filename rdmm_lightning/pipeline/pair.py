@@ -2,7 +2,9 @@
 
 The *working grid* is the target's grid, or (for networks with a fixed input size) a grid of
 ``working_shape`` over the target's field of view (corners aligned, see
-:func:`rdmm_lightning.io.resampled_affine`). The source is resampled into it through world
+:func:`rdmm_lightning.io.resampled_affine`), or the target's grid put through a network's training
+preprocessing (:class:`~rdmm_lightning.io.training_grid.TrainingGrid`: e.g. reoriented to RAS+
+and resized, as the network saw its training volumes). The source is resampled into it through world
 coordinates, so source and target may differ in shape, spacing and orientation. Intensities are
 normalised to [0, 1] for the registration only; the written outputs use the original values.
 """
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..io import Volume, read_image, read_label_map, resample_volume, resampled_affine
+from ..io.training_grid import TrainingGrid
 from ..ops.grid import domain_spacing
 from .physical import grid_world, sample_volume
 
@@ -136,24 +139,44 @@ def _name(vol: Volume, fallback: str) -> str:
 
 
 def _working_grid(
-    target: Volume, working_shape: Sequence[int] | None
+    target: Volume, working_shape: Sequence[int] | None, training_grid: TrainingGrid | None
 ) -> tuple[tuple[int, ...], np.ndarray]:
+    name = _name(target, "target")
+    shape, affine = target.shape, target.affine
+    if training_grid is not None:
+        try:
+            shape, affine = training_grid.apply(target.shape, target.affine)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     if working_shape is None:
-        return target.shape, target.affine
-    shape = tuple(int(n) for n in working_shape)
-    if len(shape) != target.dim or min(shape) < 2:
+        return shape, affine
+    wanted = tuple(int(n) for n in working_shape)
+    if len(wanted) != target.dim or min(wanted) < 2:
         raise ValueError(
             f"working_shape must have {target.dim} entries >= 2 for the "
-            f"{target.dim}D target {_name(target, 'target')}; got {tuple(working_shape)}"
+            f"{target.dim}D target {name}; got {tuple(working_shape)}"
         )
-    return shape, resampled_affine(target.affine, target.shape, shape)
+    if training_grid is not None and shape != wanted:
+        raise ValueError(
+            f"{name}: the training preprocessing gives a {shape} grid for this image, but the "
+            f"network was trained on {wanted} (set resize_shape or crop_or_pad_shape in the "
+            "training data config)"
+        )
+    if shape == wanted:
+        return shape, affine
+    return wanted, resampled_affine(affine, shape, wanted)
 
 
-def _on_working_grid(target: Volume, shape: tuple[int, ...], labels: bool) -> Tensor:
-    """Target image or label map ``(1, 1, *S_w)`` on the working grid (same field of view)."""
-    if shape == target.shape:
+def _on_working_grid(
+    target: Volume, shape: tuple[int, ...], affine: np.ndarray, world: Tensor, labels: bool
+) -> Tensor:
+    """Target image or label map ``(1, 1, *S_w)`` on the working grid: as is on its own grid,
+    resized over the same field of view, or sampled at the working grid's world points."""
+    if shape == target.shape and np.allclose(affine, target.affine):
         return target.batch()
-    return resample_volume(target, shape, nearest=labels).batch()
+    if np.allclose(affine, resampled_affine(target.affine, target.shape, shape)):
+        return resample_volume(target, shape, nearest=labels).batch()
+    return sample_volume(target, world, labels=labels)
 
 
 def _overlap(source: Volume, world: Tensor) -> float:
@@ -170,6 +193,7 @@ def prepare_pair(
     working_shape: Sequence[int] | None = None,
     working_spacing_mode: str = "parity",
     normalize: str = "percentile",
+    training_grid: TrainingGrid | None = None,
 ) -> PreparedPair:
     """Read, validate and resample a pair into the target's physical space.
 
@@ -180,6 +204,10 @@ def prepare_pair(
         working_spacing_mode: domain spacing of the working grid, ``"parity"`` (each axis spans
             [0, 1]) or ``"physical"`` (aspect ratios of the working voxels kept).
         normalize: ``"percentile"``, ``"minmax"`` or ``"none"`` (:func:`normalize_intensities`).
+        training_grid: the spatial preprocessing a network was trained with
+            (:class:`~rdmm_lightning.io.training_grid.TrainingGrid`): the working grid is then
+            the target's grid put through it (e.g. reoriented to RAS+ and resized), and must
+            have ``working_shape``.
 
     Raises:
         ValueError: one line starting with the offending file: missing/unreadable file, NaN,
@@ -211,7 +239,7 @@ def prepare_pair(
                 f"{_name(img, 'image')} {img.shape}"
             )
 
-    shape, affine = _working_grid(target, working_shape)
+    shape, affine = _working_grid(target, working_shape, training_grid)
     world = grid_world(shape, affine)
     overlap = _overlap(source, world)
     if overlap <= 0.0:
@@ -225,9 +253,11 @@ def prepare_pair(
     src_norm, _ = normalize_intensities(source.data, normalize, src_name)
     tgt_norm, _ = normalize_intensities(target.data, normalize, tgt_name)
     src_work = sample_volume(Volume(src_norm, source.affine), world)
-    tgt_work = _on_working_grid(Volume(tgt_norm, target.affine), shape, labels=False)
+    tgt_work = _on_working_grid(Volume(tgt_norm, target.affine), shape, affine, world, False)
     src_lab_work = None if src_lab is None else sample_volume(src_lab, world, labels=True)
-    tgt_lab_work = None if tgt_lab is None else _on_working_grid(tgt_lab, shape, labels=True)
+    tgt_lab_work = (
+        None if tgt_lab is None else _on_working_grid(tgt_lab, shape, affine, world, True)
+    )
     spacing = domain_spacing(shape, working_spacing_mode, _axis_lengths(affine, len(shape)))
     return PreparedPair(
         source=src_work.float().contiguous(),

@@ -28,6 +28,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ..models.checkpoint import TRAINING_CONFIG_KEY
 from .checks import target_parameters
 from .errors import TrainingConfigError
 from .schema import register_schemas
@@ -41,7 +42,7 @@ __all__ = [
     "group_options",
 ]
 
-CONFIG_KEY = "rdmm_config"
+CONFIG_KEY = TRAINING_CONFIG_KEY
 """Checkpoint entry holding the resolved training config (a plain dict)."""
 OVERRIDES_KEY = "rdmm_overrides"
 """Checkpoint entry holding the command-line overrides of the run (a list of str)."""

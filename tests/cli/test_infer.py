@@ -118,3 +118,43 @@ def test_infer_rejects_a_model_of_other_dimension(files, tmp_path, capsys):
     argv = ["infer", "--checkpoint", str(tmp_path / "svf3d.ckpt"), str(files["source"])]
     assert main(argv + [str(files["target"]), "--out", str(tmp_path / "o")]) == 2
     assert "trained on a 3D grid" in _error(capsys)
+
+
+def _transposed(path, out):
+    """The same 2D image stored with its two axes swapped (another voxel order, same world)."""
+    img = nib.load(path)
+    aff = img.affine.copy()
+    aff[:, [0, 1]] = aff[:, [1, 0]]
+    arr = np.asarray(img.dataobj).T
+    return save_nifti(out, arr.astype(img.get_data_dtype()), aff)
+
+
+def test_infer_replays_the_training_grid_so_voxel_order_does_not_matter(files, tmp_path):
+    """A checkpoint trained on canonical (RAS+), resized volumes sees any input file on that
+    grid: the same pair stored in another voxel order gives the same registration. Without the
+    training config in the checkpoint the network sees the transposed images and differs."""
+    ckpt = torch.load(files["rdmm"], map_location="cpu", weights_only=True)
+    ckpt["rdmm_config"] = {"data": {"preprocessing": {"canonical": True, "resize_shape": [16, 16]}}}
+    with_grid = tmp_path / "with_grid.ckpt"
+    torch.save(ckpt, with_grid)
+    swapped = {
+        name: _transposed(files[name], tmp_path / f"t_{name}.nii.gz")
+        for name in ("source", "target", "source_label", "target_label")
+    }
+    swapped.update(rdmm=files["rdmm"], with_grid=with_grid)
+
+    def run(paths, model, name):
+        out = tmp_path / name
+        assert main(_argv(paths, out, model, True)) == 0
+        warped = np.asarray(nib.load(out / "warped.nii.gz").dataobj, dtype=np.float64)
+        return warped, json.loads((out / "metrics.json").read_text())
+
+    ras, ras_metrics = run({**files, "with_grid": with_grid}, "with_grid", "ras")
+    tra, tra_metrics = run(swapped, "with_grid", "tra")
+    assert ras_metrics["working_grid"]["shape"] == [16, 16]
+    np.testing.assert_allclose(tra.T, ras, atol=1e-4)
+    assert abs(ras_metrics["dice"]["mean"] - tra_metrics["dice"]["mean"]) < 1e-6
+    # the old behaviour (no training grid recorded): the network input is transposed
+    plain_ras, _ = run(files, "rdmm", "plain_ras")
+    plain_tra, _ = run(swapped, "rdmm", "plain_tra")
+    assert np.abs(plain_tra.T - plain_ras).max() > 1e-3
