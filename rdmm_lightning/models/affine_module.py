@@ -20,14 +20,15 @@ from .hparams import plain, working_spacing
 
 __all__ = ["AffineNetModule", "AFFINE_NET_KEYS"]
 
-AFFINE_NET_KEYS = ("features", "pooled", "hidden", "num_steps")
+AFFINE_NET_KEYS = ("features", "pooled", "hidden", "num_steps", "init")
 """Hyper-parameters that define the :class:`MultiStepAffineNet` architecture."""
 
 
 class AffineNetModule(RegistrationModuleBase):
     """LightningModule of the multi-step affine net.
 
-    Loss per direction: ``similarity(source o A, target) + reg_weight * (|A - I|^2 + |t|^2)``;
+    Loss per direction: ``similarity(source o A, target) + reg_weight * (|A - I|^2 + |t|^2)``
+    (``A``: the part the network predicts, after the ``init`` translation);
     with ``bidirectional`` (or ``symmetry_weight > 0``) both directions are averaged and
     ``symmetry_weight * (|A_st A_ts - I|^2 + |A_st b_ts + b_st|^2)`` is added.
 
@@ -36,6 +37,8 @@ class AffineNetModule(RegistrationModuleBase):
         spacing_mode: ``"parity"`` or ``"physical"`` domain spacing.
         features, pooled, hidden: encoder/head sizes (:class:`MultiStepAffineNet`).
         num_steps: affine passes K (schedulable, e.g. 1 then 3).
+        init: ``"identity"`` or ``"com"`` (start from the centre-of-mass translation; for
+            images scanned in different positions, e.g. native-space heads).
         similarity, similarity_kwargs: loss name (default ``"mk-lncc"``) and its arguments.
         reg_weight: weight of the distance from the identity (schedulable).
         symmetry_weight: weight of the affine symmetry loss (schedulable).
@@ -56,6 +59,7 @@ class AffineNetModule(RegistrationModuleBase):
         pooled: int = 4,
         hidden: int = 128,
         num_steps: int = 3,
+        init: str = "identity",
         similarity: str = "mk-lncc",
         similarity_kwargs: Mapping[str, Any] | None = None,
         reg_weight: float = 0.01,
@@ -71,7 +75,7 @@ class AffineNetModule(RegistrationModuleBase):
         self.save_hyperparameters()
         self.hparams.update(plain(dict(self.hparams)))
         self._setup_common(image_shape, spacing_mode)
-        self.net = MultiStepAffineNet(self.dim, features, pooled, hidden, num_steps)
+        self.net = MultiStepAffineNet(self.dim, features, pooled, hidden, num_steps, init=init)
         self.similarity = similarity_from_name(similarity, **dict(similarity_kwargs or {}))
         self.num_steps = int(num_steps)
         self.reg_weight = float(reg_weight)
@@ -103,7 +107,7 @@ class AffineNetModule(RegistrationModuleBase):
         phi_inv = affine_to_map(out.matrix, shape, spacing)
         warped = warp_image(source, phi_inv, spacing)
         sim = self.similarity(warped, target)
-        reg = affine_deviation(out.matrix, out.centre).mean()
+        reg = affine_deviation(out.learned, out.centre).mean()
         loss = sim + self.reg_weight * reg
         terms = {"similarity": sim, "regularity": reg}
         if both:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.grid import domain_spacing
+from ..ops.moments import center_of_mass
 from ..ops.warp import warp_image
 from .affine import (
     affine_to_map,
@@ -20,7 +21,10 @@ from .affine import (
 )
 from .unet import conv_layer
 
-__all__ = ["MultiStepAffineNet", "AffineOutput"]
+__all__ = ["AFFINE_INITS", "MultiStepAffineNet", "AffineOutput"]
+
+AFFINE_INITS = ("identity", "com")
+"""Starting points of :class:`MultiStepAffineNet` (``init``)."""
 
 
 @dataclass
@@ -32,11 +36,17 @@ class AffineOutput:
         steps: the per-step pull-backs ``(B, D, D + 1)``, first step first
             (``matrix = steps[0] o steps[1] o ...``).
         centre: domain centre ``(D,)`` used by the centred parametrisation.
+        initial: the pull-back the first step starts from ``(B, D, D + 1)`` (identity, or the
+            centre-of-mass translation with ``init="com"``);
+            ``matrix = initial o steps[0] o steps[1] o ...``.
+        learned: the part the network predicted, ``steps[0] o steps[1] o ...``.
     """
 
     matrix: Tensor
     centre: Tensor
     steps: list[Tensor] = field(default_factory=list)
+    initial: Tensor | None = None
+    learned: Tensor | None = None
 
 
 class _Encoder(nn.Module):
@@ -73,8 +83,11 @@ class MultiStepAffineNet(nn.Module):
         hidden: width of the hidden fully connected layer.
         num_steps: default number of passes K.
         slope: LeakyReLU slope.
+        init: ``"identity"``, or ``"com"``: start from the translation that moves the source's
+            intensity centre of mass onto the target's (as ANTs' and our affine-opt's
+            initialisation; heads scanned in different positions then start roughly aligned).
 
-    The head's last layer is zero-initialised, so an untrained net returns the identity. Inputs
+    The head's last layer is zero-initialised, so an untrained net returns ``init``. Inputs
     are images ``(B, 1, *S)`` in [0, 1] (shifted to [-1, 1] inside).
     """
 
@@ -86,16 +99,19 @@ class MultiStepAffineNet(nn.Module):
         hidden: int = 128,
         num_steps: int = 3,
         slope: float = 0.2,
+        init: str = "identity",
     ):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3; got {dim}")
+        if init not in AFFINE_INITS:
+            raise ValueError(f"init must be one of {', '.join(AFFINE_INITS)}; got {init!r}")
         features = tuple(int(f) for f in features)
         if len(features) < 2 or min(features) < 1:
             raise ValueError(f"features needs >= 2 positive entries; got {features}")
         if int(num_steps) < 1:
             raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-        self.dim, self.num_steps = dim, int(num_steps)
+        self.dim, self.num_steps, self.init = dim, int(num_steps), init
         self.encoder = _Encoder(dim, features, int(pooled), slope)
         self.head = nn.Sequential(
             nn.Linear(self.encoder.out_features, int(hidden)),
@@ -125,13 +141,26 @@ class MultiStepAffineNet(nn.Module):
         shape = tuple(source.shape[2:])
         spacing = domain_spacing(shape) if spacing is None else tuple(spacing)
         centre = domain_centre(shape, spacing, source)
-        matrix = identity_affine(source.shape[0], self.dim, source)
+        initial = self.initial_affine(source, target, spacing)
+        matrix = initial
+        learned = identity_affine(source.shape[0], self.dim, source)
         steps: list[Tensor] = []
         for k in range(self.num_steps if num_steps is None else int(num_steps)):
             moving = source
-            if k > 0:
+            if k > 0 or self.init != "identity":
                 moving = warp_image(source, affine_to_map(matrix, shape, spacing), spacing)
             delta = matrix_from_params(self.step_params(moving, target), centre)
             steps.append(delta)
             matrix = compose_affine(matrix, delta)  # pull-backs: T_new = T o Delta
-        return AffineOutput(matrix=matrix, centre=centre, steps=steps)
+            learned = compose_affine(learned, delta)
+        return AffineOutput(
+            matrix=matrix, centre=centre, steps=steps, initial=initial, learned=learned
+        )
+
+    def initial_affine(self, source: Tensor, target: Tensor, spacing: Sequence[float]) -> Tensor:
+        """The pull-back ``(B, D, D + 1)`` the first pass starts from (see ``init``)."""
+        matrix = identity_affine(source.shape[0], self.dim, source)
+        if self.init == "com":
+            shift = center_of_mass(source, spacing) - center_of_mass(target, spacing)
+            matrix = torch.cat([matrix[:, :, : self.dim], shift.detach().unsqueeze(-1)], dim=2)
+        return matrix

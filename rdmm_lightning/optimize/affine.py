@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops.grid import identity_map
+from ..ops.moments import center_of_mass
 from ..ops.resample import resample_image
 from ..ops.warp import warp_image
 from ..registration import RegistrationResult
@@ -63,18 +64,6 @@ def invert_affine(matrix: Tensor) -> Tensor:
     dim = matrix.shape[1]
     a_inv = torch.linalg.inv(matrix[:, :, :dim])
     return torch.cat([a_inv, -(a_inv @ matrix[:, :, dim:])], dim=2)
-
-
-def center_of_mass(image: Tensor, spacing: Sequence[float]) -> Tensor:
-    """Intensity centre of mass ``(B, D)`` in domain coordinates of ``image: (B, C, *S)``
-    (negative intensities count as 0; the domain centre where the image is empty)."""
-    shape = tuple(image.shape[2:])
-    weight = image.clamp_min(0).sum(dim=1, keepdim=True).flatten(2)  # (B, 1, N)
-    ident = identity_map(shape, spacing, dtype=image.dtype, device=image.device).flatten(2)
-    mass = weight.sum(dim=2)  # (B, 1)
-    centre = ident.mean(dim=2).expand(image.shape[0], -1)  # (B, D) fallback
-    com = (weight * ident).sum(dim=2) / mass.clamp_min(torch.finfo(image.dtype).tiny)
-    return torch.where(mass > 0, com, centre)
 
 
 def _domain_centre(shape: Sequence[int], spacing: Sequence[float], like: Tensor) -> Tensor:

@@ -88,6 +88,35 @@ def test_untrained_affine_net_is_identity_for_any_size():
     assert out3.matrix.shape == (1, 3, 4)
 
 
+def _blob(shape, centre, radius=3.0) -> torch.Tensor:
+    grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij")
+    r2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
+    return torch.exp(-r2 / (2 * radius**2))[None, None]
+
+
+def test_com_init_starts_from_the_centre_of_mass_translation():
+    """An untrained net with init="com" moves the source's centre of mass onto the target's;
+    the learned part is the identity (only it is regularised)."""
+    from rdmm_lightning.ops.moments import center_of_mass
+
+    shape = (40, 36)
+    spacing = domain_spacing(shape)
+    source, target = _blob(shape, (12.0, 22.0)), _blob(shape, (25.0, 15.0))
+    net = MultiStepAffineNet(2, features=(4, 8, 8), hidden=8, num_steps=2, init="com")
+    out = net(source, target, spacing)
+    assert torch.equal(out.learned, identity_affine(1, 2, source))
+    expected = torch.tensor([[13.0 * spacing[0], -7.0 * spacing[1]]]) * -1  # c_s - c_t
+    torch.testing.assert_close(out.matrix[:, :, 2], expected, atol=1e-4, rtol=0)
+    warped = warp_image(source, affine_to_map(out.matrix, shape, spacing), spacing)
+    torch.testing.assert_close(
+        center_of_mass(warped, spacing), center_of_mass(target, spacing), atol=1e-3, rtol=0
+    )
+    plain = MultiStepAffineNet(2, features=(4, 8, 8), hidden=8, num_steps=2)
+    assert torch.equal(plain(source, target, spacing).matrix, identity_affine(1, 2, source))
+    with pytest.raises(ValueError, match="init must be one of"):
+        MultiStepAffineNet(2, init="moments")
+
+
 def test_multi_step_net_composes_pull_backs_in_order(monkeypatch):
     """Steps predicting A1 then A2 give A1 o A2, and step 2 sees the source warped by A1."""
     shape = (24, 20)
