@@ -1,6 +1,6 @@
 """Accuracy benchmark of the pairwise optimisers on IXI brains (3D, 148 labels).
 
-    python benchmarks/ixi_opt.py [--pairs 10] [--threads 2] [--data ../shared/data/ixi]
+    python benchmarks/ixi_opt.py [--pairs 10] [--skip 0] [--threads 2] [--data ../shared/data/ixi]
         [--models svf,lddmm,rdmm] [--set lddmm.iterations=(20,10,5) ...] [--no-ants]
 
 Pairs come from ``pairs_eval.csv`` of the IXI folder (see its README: 120x120x90 voxels at 2 mm,
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--skip", type=int, default=0, help="start after this many pairs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default=",".join(DEFORMABLE))
     parser.add_argument("--spacing", choices=("physical", "parity"), default="physical")
@@ -131,12 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--models must be among {DEFORMABLE}")
     overrides = _parse_sets(args.set)
     with open(csv_path, newline="") as f:
-        pairs = list(csv.DictReader(f))[: args.pairs]
+        pairs = list(csv.DictReader(f))[args.skip : args.skip + args.pairs]
     rows: dict[str, list[dict[str, float]]] = {"before": [], "affine": []}
     rows.update({f"affine + {m}": [] for m in models})
     ants_rows: list[dict[str, float]] = []
     start = time.perf_counter()
-    for k, pair in enumerate(pairs):
+    for k, pair in enumerate(pairs, start=args.skip):
         raw = {key: _load(args.data / pair[key], "label" in key) for key in pair}
         src_np, tgt_np = _normalise(raw["source"]), _normalise(raw["target"])
         src = torch.from_numpy(src_np)[None, None]
