@@ -150,6 +150,12 @@ def _unknown_key_error(key: str, overrides: Sequence[str]) -> TrainingConfigErro
     except TrainingConfigError:
         return TrainingConfigError(f"unknown config key {key!r}")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if isinstance(parent, DictConfig) and leaf in parent and isinstance(parent[leaf], DictConfig):
+        # the key exists: the new mapping brings keys the old one lacks (merged, not replaced)
+        return TrainingConfigError(
+            f"{key!r} is a mapping and overrides merge into it; to replace it with other keys "
+            f"use ~{key} +{key}=VALUE"
+        )
     options = [str(k) for k in parent.keys()] if isinstance(parent, DictConfig) else []
     if isinstance(parent, DictConfig) and "_target_" in parent:
         allowed = target_parameters(str(parent["_target_"]), parent_key) or set()

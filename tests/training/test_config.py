@@ -104,6 +104,11 @@ def test_paper_schedules_of_the_oai_rdmm_net():
         ),
         (["name=a/b"], "name 'a/b'"),
         (["+callbacks.x._target_=no.such.Thing"], "callbacks.x._target_: cannot import"),
+        (
+            ["experiment=ixi_affine_net", "callbacks.identity_regularizer.milestones={0:1,3:2}"],
+            "use ~callbacks.identity_regularizer.milestones "
+            "+callbacks.identity_regularizer.milestones=VALUE",
+        ),
     ],
 )
 def test_bad_overrides_give_one_line_naming_the_key(overrides, expected):
@@ -112,6 +117,12 @@ def test_bad_overrides_give_one_line_naming_the_key(overrides, expected):
 
 def test_weight_decay_can_be_added_as_a_constructor_argument():
     check_config(compose("+model.weight_decay=1e-5"))
+
+
+def test_a_schedule_mapping_can_be_replaced_as_the_error_says():
+    key = "callbacks.identity_regularizer.milestones"
+    cfg = compose("experiment=ixi_affine_net", f"~{key}", f"+{key}={{0:1.0,3:0.1}}")
+    assert OmegaConf.to_container(cfg.callbacks.identity_regularizer.milestones) == {0: 1.0, 3: 0.1}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
