@@ -18,11 +18,13 @@ take 2-entry spacings and shapes; the singleton third axis is kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torchio as tio
+
+from rdmm_lightning.io.training_grid import TrainingGrid
 
 __all__ = ["PreprocessingConfig", "build_preprocessing", "build_augmentation", "parse_side"]
 
@@ -87,34 +89,36 @@ class PreprocessingConfig:
                 f"0 <= low < high <= 100; got {p}"
             )
 
+    def training_grid(self) -> TrainingGrid:
+        """The spatial part of these options (what ``rdmm infer`` replays)."""
+        return TrainingGrid(
+            canonical=self.canonical,
+            target_spacing=self.target_spacing,
+            resize_shape=self.resize_shape,
+            crop_or_pad_shape=self.crop_or_pad_shape,
+        )
+
     def signature(self) -> str:
         """Stable text identifying the preprocessing (used as part of the cache key)."""
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def _three(values: Sequence[float], fill: float) -> tuple:
-    return tuple(values) + (fill,) * (3 - len(values))
-
-
 def build_preprocessing(config: PreprocessingConfig, flip: bool = False) -> tio.Compose:
-    """The deterministic TorchIO pipeline; ``flip`` adds the left/right flip."""
-    steps: list[tio.Transform] = []
-    if config.canonical:
-        steps.append(tio.ToCanonical())
+    """The deterministic TorchIO pipeline; ``flip`` adds the left/right flip.
+
+    The spatial steps come from :class:`~rdmm_lightning.io.training_grid.TrainingGrid`, which
+    ``rdmm infer`` uses to put new images on the same grid.
+    """
+    grid = config.training_grid()
+    steps: list[tio.Transform] = grid.resampling_transforms()
     if flip:
         if not config.canonical:
             raise ValueError("flipping to a common side needs preprocessing.canonical=true")
-        steps.append(tio.Flip(axes=(0,)))
-    if config.target_spacing is not None:
-        steps.append(tio.Resample(tuple(float(s) for s in _three(config.target_spacing, 1.0))))
-    if config.resize_shape is not None:
-        steps.append(tio.Resize(tuple(int(n) for n in _three(config.resize_shape, 1))))
+        steps.insert(1, tio.Flip(axes=(0,)))  # right after ToCanonical
     if config.intensity_percentiles is not None:
         low, high = (float(p) for p in config.intensity_percentiles)
         steps.append(tio.RescaleIntensity(out_min_max=(0.0, 1.0), percentiles=(low, high)))
-    if config.crop_or_pad_shape is not None:
-        shape = tuple(int(n) for n in _three(config.crop_or_pad_shape, 1))
-        steps.append(tio.CropOrPad(shape, padding_mode=0))
+    steps += grid.crop_or_pad_transforms()
     steps.append(tio.Clamp(out_min=0.0, out_max=1.0))
     return tio.Compose(steps)
 

@@ -85,8 +85,8 @@ class TrainingGrid:
             return None
         return cls.from_preprocessing(data.get("preprocessing"))
 
-    def transforms(self):
-        """The TorchIO spatial transforms, in the data module's order."""
+    def resampling_transforms(self) -> list:
+        """TorchIO ``ToCanonical``, ``Resample`` and ``Resize``, those that are set, in order."""
         import torchio as tio
 
         steps = []
@@ -96,10 +96,21 @@ class TrainingGrid:
             steps.append(tio.Resample(tuple(float(s) for s in _three(self.target_spacing, 1.0))))
         if self.resize_shape is not None:
             steps.append(tio.Resize(tuple(int(n) for n in _three(self.resize_shape, 1))))
-        if self.crop_or_pad_shape is not None:
-            shape = tuple(int(n) for n in _three(self.crop_or_pad_shape, 1))
-            steps.append(tio.CropOrPad(shape, padding_mode=0))
         return steps
+
+    def crop_or_pad_transforms(self) -> list:
+        """TorchIO ``CropOrPad`` about the centre (zero padding), if set. The data module runs it
+        after the intensity rescaling, so the padding stays 0."""
+        import torchio as tio
+
+        if self.crop_or_pad_shape is None:
+            return []
+        shape = tuple(int(n) for n in _three(self.crop_or_pad_shape, 1))
+        return [tio.CropOrPad(shape, padding_mode=0)]
+
+    def transforms(self) -> list:
+        """All spatial TorchIO transforms, in the data module's order."""
+        return self.resampling_transforms() + self.crop_or_pad_transforms()
 
     def apply(self, shape: Sequence[int], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
         """Shape and ``(4, 4)`` affine (voxel index -> RAS mm) of the preprocessed grid.

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.grid import domain_spacing
-from ..ops.moments import center_of_mass
+from ..ops.moments import center_of_mass_translation
 from ..ops.warp import warp_image
 from .affine import (
     affine_to_map,
@@ -33,19 +33,15 @@ class AffineOutput:
 
     Attributes:
         matrix: total pull-back ``[A | b]: (B, D, D + 1)`` (``phi^{-1}(x) = A x + b``).
-        steps: the per-step pull-backs ``(B, D, D + 1)``, first step first
-            (``matrix = steps[0] o steps[1] o ...``).
+        steps: the per-step pull-backs ``(B, D, D + 1)``, first step first.
         centre: domain centre ``(D,)`` used by the centred parametrisation.
-        initial: the pull-back the first step starts from ``(B, D, D + 1)`` (identity, or the
-            centre-of-mass translation with ``init="com"``);
-            ``matrix = initial o steps[0] o steps[1] o ...``.
-        learned: the part the network predicted, ``steps[0] o steps[1] o ...``.
+        learned: the part the network predicted, ``steps[0] o steps[1] o ...``; ``matrix`` is
+            ``learned`` after the start (``init``: identity, or the centre-of-mass translation).
     """
 
     matrix: Tensor
     centre: Tensor
     steps: list[Tensor] = field(default_factory=list)
-    initial: Tensor | None = None
     learned: Tensor | None = None
 
 
@@ -141,8 +137,7 @@ class MultiStepAffineNet(nn.Module):
         shape = tuple(source.shape[2:])
         spacing = domain_spacing(shape) if spacing is None else tuple(spacing)
         centre = domain_centre(shape, spacing, source)
-        initial = self.initial_affine(source, target, spacing)
-        matrix = initial
+        matrix = self.initial_affine(source, target, spacing)
         learned = identity_affine(source.shape[0], self.dim, source)
         steps: list[Tensor] = []
         for k in range(self.num_steps if num_steps is None else int(num_steps)):
@@ -153,14 +148,10 @@ class MultiStepAffineNet(nn.Module):
             steps.append(delta)
             matrix = compose_affine(matrix, delta)  # pull-backs: T_new = T o Delta
             learned = compose_affine(learned, delta)
-        return AffineOutput(
-            matrix=matrix, centre=centre, steps=steps, initial=initial, learned=learned
-        )
+        return AffineOutput(matrix=matrix, centre=centre, steps=steps, learned=learned)
 
     def initial_affine(self, source: Tensor, target: Tensor, spacing: Sequence[float]) -> Tensor:
         """The pull-back ``(B, D, D + 1)`` the first pass starts from (see ``init``)."""
-        matrix = identity_affine(source.shape[0], self.dim, source)
         if self.init == "com":
-            shift = center_of_mass(source, spacing) - center_of_mass(target, spacing)
-            matrix = torch.cat([matrix[:, :, : self.dim], shift.detach().unsqueeze(-1)], dim=2)
-        return matrix
+            return center_of_mass_translation(source, target, spacing)
+        return identity_affine(source.shape[0], self.dim, source)

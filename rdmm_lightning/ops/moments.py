@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .grid import identity_map
 
-__all__ = ["center_of_mass"]
+__all__ = ["center_of_mass", "center_of_mass_translation"]
 
 
 def center_of_mass(image: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -22,3 +22,12 @@ def center_of_mass(image: Tensor, spacing: Sequence[float]) -> Tensor:
     centre = ident.mean(dim=2).expand(image.shape[0], -1)  # (B, D) fallback
     com = (weight * ident).sum(dim=2) / mass.clamp_min(torch.finfo(image.dtype).tiny)
     return torch.where(mass > 0, com, centre)
+
+
+def center_of_mass_translation(source: Tensor, target: Tensor, spacing: Sequence[float]) -> Tensor:
+    """Pull-back affine ``[I | c_s - c_t]: (B, D, D + 1)`` that maps the target's intensity centre
+    of mass ``c_t`` onto the source's ``c_s`` (no gradient flows through it)."""
+    dim = source.dim() - 2
+    shift = (center_of_mass(source, spacing) - center_of_mass(target, spacing)).detach()
+    eye = torch.eye(dim, dtype=source.dtype, device=source.device).expand(source.shape[0], -1, -1)
+    return torch.cat([eye, shift.unsqueeze(-1)], dim=2)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops.grid import identity_map
-from ..ops.moments import center_of_mass
+from ..ops.moments import center_of_mass, center_of_mass_translation
 from ..ops.resample import resample_image
 from ..ops.warp import warp_image
 from ..registration import RegistrationResult
@@ -92,16 +92,14 @@ def _initial_matrix(
     init: str | Tensor, source: Tensor, target: Tensor, spacing: tuple[float, ...]
 ) -> Tensor:
     batch, dim = source.shape[0], source.dim() - 2
-    eye = torch.eye(dim, dim + 1, dtype=source.dtype, device=source.device)
-    matrix = eye.expand(batch, dim, dim + 1).clone()
     if isinstance(init, Tensor):
         _check_matrix(init, batch, dim, "init")
         return init.detach().to(dtype=source.dtype, device=source.device).clone()
     if init == "identity":
-        return matrix
+        eye = torch.eye(dim, dim + 1, dtype=source.dtype, device=source.device)
+        return eye.expand(batch, dim, dim + 1).clone()
     if init == "com":
-        matrix[:, :, dim] = center_of_mass(source, spacing) - center_of_mass(target, spacing)
-        return matrix
+        return center_of_mass_translation(source, target, spacing)
     raise ValueError(f"init must be 'com', 'identity' or a (B, D, D + 1) tensor; got {init!r}")
 
 

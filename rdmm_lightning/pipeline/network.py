@@ -64,7 +64,7 @@ def register_with_network(
         target_label=target_label,
         working_shape=module.image_shape,
         working_spacing_mode=module.spacing_mode,
-        training_grid=getattr(module, "training_grid", None),
+        training_grid=module.training_grid,
     )
     src, tgt = pair.source.to(module.device), pair.target.to(module.device)
     if module.model_name == "affine":
