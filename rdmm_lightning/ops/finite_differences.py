@@ -3,12 +3,16 @@ r"""Central finite differences on the last ``D`` (spatial) dimensions of a tenso
 Boundary conditions (``bc``):
 
 * ``"neumann"``: zero-Neumann; the derivative is 0 on the first and last voxel of the axis.
-  Used for momentum terms, the RDMM pre-weights and scalar advection.
+  Used for the RDMM pre-weights and scalar advection.
 * ``"linear"``: linear extrapolation; the boundary derivative is the one-sided difference,
   exact for affine fields such as the identity map. Used for maps.
+* ``"zero"``: zero extension; values outside the grid are 0, so the central formula holds on
+  every voxel (``f[-1] = f[n] = 0``). The operator is exactly antisymmetric (its transpose is
+  minus itself): a summation-by-parts pair with itself. Used for the momentum terms of EPDiff,
+  consistent with the momentum being zero outside the image (the padded FFT smoothing assumes
+  the same), so the discrete energy ``<m, K m>`` is conserved for momentum anywhere.
 
-In the interior both are ``(f[i+1] - f[i-1]) / (2 h)``; the central operator is antisymmetric
-there, which is what makes the conservative EPDiff form conserve the discrete energy.
+In the interior all are ``(f[i+1] - f[i-1]) / (2 h)``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor
 
 __all__ = ["central_diff", "gradient", "divergence", "jacobian_matrix"]
 
-_BCS = ("neumann", "linear")
+_BCS = ("neumann", "linear", "zero")
 
 
 def _diff_forward(f: Tensor, dim: int, h: float, bc: str) -> Tensor:
@@ -33,6 +37,9 @@ def _diff_forward(f: Tensor, dim: int, h: float, bc: str) -> Tensor:
     if bc == "neumann":
         first.zero_()
         last.zero_()
+    elif bc == "zero":
+        torch.mul(f.narrow(dim, 1, 1), 0.5 / h, out=first)
+        torch.mul(f.narrow(dim, n - 2, 1), -0.5 / h, out=last)
     else:
         torch.sub(f.narrow(dim, 1, 1), f.narrow(dim, 0, 1), out=first)
         torch.sub(f.narrow(dim, n - 1, 1), f.narrow(dim, n - 2, 1), out=last)
@@ -43,6 +50,8 @@ def _diff_forward(f: Tensor, dim: int, h: float, bc: str) -> Tensor:
 
 def _diff_adjoint(g: Tensor, dim: int, h: float, bc: str) -> Tensor:
     """Transpose of :func:`_diff_forward` applied to ``g``."""
+    if bc == "zero":
+        return _diff_forward(g, dim, h, bc).neg_()
     n = g.shape[dim]
     c = 0.5 / h
     out = torch.zeros_like(g)

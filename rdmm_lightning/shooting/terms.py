@@ -13,7 +13,12 @@ from ..ops.finite_differences import central_diff
 from ..ops.smoothing import FourierKernels, fft_convolve
 from ..ops.warp import sample_field
 
+MOMENTUM_BC = "zero"
+"""Boundary treatment of the finite differences in the momentum terms: zero extension, the
+summation-by-parts choice (see :func:`epdiff_rhs`)."""
+
 __all__ = [
+    "MOMENTUM_BC",
     "epdiff_rhs",
     "advect_map_rhs",
     "advect_scalar_rhs",
@@ -25,17 +30,22 @@ __all__ = [
 
 def epdiff_rhs(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     r"""EPDiff right-hand side in conservative form,
-    ``dm_j/dt = -sum_k d_k(m_j v_k) - sum_k (d_j v_k) m_k`` (central differences, zero-Neumann).
-    Equals ``-(div(v) m + Dv^T m + Dm v)``."""
+    ``dm_j/dt = -sum_k d_k(m_j v_k) - sum_k (d_j v_k) m_k``. Equals
+    ``-(div(v) m + Dv^T m + Dm v)`` in the continuum.
+
+    Both derivatives are central differences with zero extension (``bc="zero"``), an exactly
+    antisymmetric operator: the divergence of ``m v`` is minus the transpose of the gradient of
+    ``v`` (summation by parts), so ``<dm/dt, v> = 0`` and the discrete energy ``<m, K m>`` is
+    conserved for momentum anywhere in the image, border included."""
     ndim = len(spacing)
     # In-place accumulation is autograd-safe here: central_diff saves nothing for backward and
     # addcmul_ saves only its factors, never the accumulator.
-    out = central_diff(m * v[:, 0:1], 0, spacing[0], ndim, "neumann")
+    out = central_diff(m * v[:, 0:1], 0, spacing[0], ndim, MOMENTUM_BC)
     for k in range(1, ndim):
-        out.add_(central_diff(m * v[:, k : k + 1], k, spacing[k], ndim, "neumann"))
+        out.add_(central_diff(m * v[:, k : k + 1], k, spacing[k], ndim, MOMENTUM_BC))
     # (Dv^T m)_j = sum_k (d_j v_k) m_k
     for j in range(ndim):
-        dvj = central_diff(v, j, spacing[j], ndim, "neumann")
+        dvj = central_diff(v, j, spacing[j], ndim, MOMENTUM_BC)
         out[:, j : j + 1] += (dvj * m).sum(dim=1, keepdim=True)
     return out.neg_()
 

@@ -59,7 +59,25 @@ def test_errors_name_the_problem():
         divergence(torch.zeros(1, 3, 5, 5), (0.1, 0.1))
 
 
-@pytest.mark.parametrize("bc", ["neumann", "linear"])
+def _dense(n: int, bc: str) -> torch.Tensor:
+    """The (n, n) matrix of the 1D central difference with spacing 1."""
+    eye = torch.eye(n, dtype=torch.float64).view(n, 1, n)  # n unit vectors along the axis
+    return central_diff(eye, 0, 1.0, 1, bc)[:, 0, :].T
+
+
+@pytest.mark.parametrize("n", [3, 4, 9])
+def test_zero_extension_is_exactly_antisymmetric_and_neumann_is_not(n):
+    """Summation by parts for momentum anywhere: D^T = -D for bc="zero", on every row. The
+    zero-Neumann operator (negative control) breaks it in the rows next to the border."""
+    zero = _dense(n, "zero")
+    assert torch.equal(zero.T, -zero)
+    assert torch.equal(zero[1:-1], _dense(n, "neumann")[1:-1])  # same interior stencil
+    torch.testing.assert_close(zero[0, 1], torch.tensor(0.5, dtype=torch.float64))
+    neumann = _dense(n, "neumann")
+    assert (neumann.T + neumann).abs().max() == 0.5
+
+
+@pytest.mark.parametrize("bc", ["neumann", "linear", "zero"])
 @pytest.mark.parametrize("axis", [0, 1])
 def test_central_diff_custom_backward_matches_gradcheck(bc, axis):
     """The hand-written transpose (and its own transpose) are checked against finite differences."""

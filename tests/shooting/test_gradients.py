@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.autograd import gradcheck
 
@@ -58,3 +59,28 @@ def test_adjoint_gradients_match_direct_gradients():
         grads.append((m.grad, h.grad))
     for direct, adj in zip(*grads):
         assert (direct - adj).abs().max() < 1e-4 * direct.abs().max()
+
+
+@pytest.mark.parametrize("h_mode", ["pde", "interpolate"])
+def test_gradcheck_rdmm_3d(h_mode):
+    shape, sigmas = (6, 7, 6), (0.15, 0.3)
+    solver = SolverOptions("rk4", 3)
+    m0 = smooth_momentum(shape, batch=1, smooth=0.15, width=0.25)
+    h0 = smooth_pre_weights(shape, n=2, batch=1)
+
+    def shoot(m, h):
+        return shoot_rdmm(m, h, sigmas, 0.15, solver=solver, h_mode=h_mode)
+
+    m0 = scale_to_displacement(lambda m: shoot(m, h0), m0, 1.5)
+    m0.requires_grad_(True)
+    h0.requires_grad_(True)
+    probe = torch.randn(
+        1, 3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+
+    def f(m, h):
+        res = shoot(m, h)
+        return (res.phi_inv * probe).sum() + res.momentum.pow(2).sum() + res.pre_weights.sum()
+
+    # fast mode: the full Jacobian projected on random vectors (a few shoots, not one per input)
+    assert gradcheck(f, (m0, h0), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
