@@ -7,10 +7,12 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from rdmm_lightning.cli.main import main
 from rdmm_lightning.data.nifti import ras_affine, save_nifti
+from tests.io.geometry import sitk_array
 from tests.models.helpers import loader, make_module, trainer
 
 TRAIN_SHAPE = (16, 16)
@@ -54,20 +56,64 @@ def _argv(files, out, model="rdmm", labels=True, *extra):
     return argv + list(extra)
 
 
+def _box_on_grid(shape, affine, lo_mm, hi_mm) -> np.ndarray:
+    """Indicator (float32) of the voxels of a grid whose centres lie in a world box."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    world = idx @ affine[:2, :2].T + affine[:2, 3]
+    return np.all((world >= lo_mm) & (world <= hi_mm), axis=-1).astype(np.float32)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
 def test_infer_rdmm_writes_outputs_on_the_input_grids(files, tmp_path, capsys):
+    """The source on its own grid (other shape, spacing and origin than the target, covering
+    its field of view): each file lies on the grid architecture.md names; warped.nii.gz is the
+    source resampled (SimpleITK) with displacement.nii.gz; the Dice values in metrics.json are
+    those of the written label map and of the unregistered source label map. (The checkpoint
+    is barely trained, so Dice need not improve.)"""
+    src_aff = ras_affine((0.8, 1.2), (-12.1, 3.4))  # no voxel ties with the target grid
+    box = _box_on_grid((32, 25), src_aff, (-5.5, 10.25), (3.5, 20.75))  # the fixture's box
+    paths = dict(files)
+    paths["source"] = save_nifti(tmp_path / "src.nii.gz", box, src_aff)
+    paths["source_label"] = save_nifti(tmp_path / "src_lab.nii.gz", box.astype(np.int16), src_aff)
     out = tmp_path / "out"
-    assert main(_argv(files, out, "rdmm", True, "--num-steps", "2", "--refine-steps", "2")) == 0
+    assert main(_argv(paths, out, "rdmm", True, "--num-steps", "2", "--refine-steps", "2")) == 0
     assert "mean Dice" in capsys.readouterr().out
-    names = ["warped", "warped_label", "displacement", "inverse_displacement", "jacobian"]
-    for name in names + ["sigma_t0", "sigma_t1"]:
-        img = nib.load(out / f"{name}.nii.gz")
-        assert img.shape[:2] == (22, 18), name
-        np.testing.assert_allclose(img.affine, nib.load(files["target"]).affine, atol=1e-4)
+    grids = {"target": nib.load(files["target"]), "source": nib.load(paths["source"])}
+    on_grid = {"warped": "target", "warped_label": "target", "displacement": "target"}
+    on_grid.update(jacobian="target", sigma_t1="target", inverse_displacement="source")
+    on_grid.update(sigma_t0="source")
+    for name, side in on_grid.items():
+        img, ref = nib.load(out / f"{name}.nii.gz"), grids[side]
+        assert img.shape[:2] == ref.shape, (name, img.shape, side)
+        np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4, err_msg=name)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "rdmm" and metrics["working_grid"]["shape"] == list(TRAIN_SHAPE)
     assert metrics["config"]["num_steps"] == 2 and metrics["config"]["refine_steps"] == 2
-    assert 0 <= metrics["dice"]["mean"] <= 1
     assert (out / "overview.png").stat().st_size > 1000
+
+    # warped = source resampled with the written displacement (ITK convention)
+    field = sitk.Cast(sitk.ReadImage(str(out / "displacement.nii.gz")), sitk.sitkVectorFloat64)
+    source, target = sitk.ReadImage(str(paths["source"])), sitk.ReadImage(str(files["target"]))
+    tx = sitk.DisplacementFieldTransform(field)
+    itk = sitk_array(sitk.Resample(source, target, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat64))
+    warped = np.asarray(nib.load(out / "warped.nii.gz").dataobj, dtype=np.float64)
+    assert np.abs(itk - warped).max() < 1e-5
+    # the Dice values are those of the files: warped label map, and the source label map
+    # sampled (nearest voxel) at the target voxels' positions
+    tgt_lab = np.asarray(nib.load(files["target_label"]).dataobj) > 0
+    warped_lab = np.asarray(nib.load(out / "warped_label.nii.gz").dataobj) > 0
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in tgt_lab.shape], indexing="ij"), -1)
+    world = ijk @ grids["target"].affine[:2, :2].T + grids["target"].affine[:2, 3]
+    nearest = np.rint((world - src_aff[:2, 3]) / np.diag(src_aff)[:2]).astype(int)
+    initial = box.astype(bool)[nearest[..., 0], nearest[..., 1]]
+    before, after = metrics["dice_initial"]["mean"], metrics["dice"]["mean"]
+    print(f"infer: Dice {before:.4f} -> {after:.4f}")
+    assert after == pytest.approx(_dice(warped_lab, tgt_lab), abs=1e-9)
+    assert before == pytest.approx(_dice(initial, tgt_lab), abs=1e-9)
+    assert warped_lab.sum() > 0 and not np.array_equal(warped_lab, initial)
 
 
 def test_infer_affine_checkpoint(files, tmp_path):

@@ -116,7 +116,20 @@ def test_bad_overrides_give_one_line_naming_the_key(overrides, expected):
 
 
 def test_weight_decay_can_be_added_as_a_constructor_argument():
-    check_config(compose("+model.weight_decay=1e-5"))
+    cfg = compose("+model.weight_decay=1e-5")
+    check_config(cfg)
+    module = instantiate(cfg.model, _convert_="all")
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-5]
+    # every trainable parameter is in that group
+    (group,) = optimizer.param_groups
+    assert len(group["params"]) == len(module.trainable_parameters()) > 0
+    # without the override: no decay
+    default = instantiate(compose().model, _convert_="all").configure_optimizers()
+    default = default["optimizer"] if isinstance(default, dict) else default
+    assert [g["weight_decay"] for g in default.param_groups] == [0.0]
 
 
 def test_a_schedule_mapping_can_be_replaced_as_the_error_says():

@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import Callback
 
 from rdmm_lightning.models import RegistrationNetModule, load_registration_checkpoint
 from rdmm_lightning.models.checkpoint import read_checkpoint
@@ -148,10 +150,47 @@ def test_resume_of_a_moved_run_folder_writes_there(first_run, tmp_path):
     assert read_checkpoint(first_run.run_dir / "last.ckpt")["epoch"] == 0
 
 
+class EpochScore(Callback):
+    """Logs ``probe/epoch`` = the epoch number after each validation: monitored with
+    ``mode=min`` it makes the first epoch the best one, whatever the losses do."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log("probe/epoch", float(trainer.current_epoch))
+
+
 def test_test_pairs_are_evaluated_with_the_best_checkpoint(data_dir, tmp_path):
-    result = train(tiny_overrides(data_dir, tmp_path, "test=true"))
-    metrics = result.trainer.callback_metrics
+    """Two epochs, best = epoch 0 (``probe/epoch``, min), last = epoch 1: the test metrics are
+    those of best.ckpt's weights, not of the last ones."""
+    result = train(
+        tiny_overrides(
+            data_dir,
+            tmp_path,
+            "test=true",
+            "trainer.max_epochs=2",
+            f"+callbacks.epoch_score._target_={__name__}.EpochScore",
+            "checkpoint.monitor=probe/epoch",
+            "checkpoint.mode=min",
+        )
+    )
+    metrics = {k: float(v) for k, v in result.trainer.callback_metrics.items()}
     assert "test/dice" in metrics and "test/loss" in metrics
+    best, last = read_checkpoint(result.best_checkpoint), read_checkpoint(result.last_checkpoint)
+    assert (best["epoch"], last["epoch"]) == (0, 1) and result.best_score == 0.0
+    best_sum, last_sum = weight_sum(best["state_dict"]), weight_sum(last["state_dict"])
+    assert best_sum != last_sum
+    # the module was tested with best.ckpt's weights
+    assert weight_sum(result.module.state_dict()) == best_sum
+    # and the logged test metrics are those of best.ckpt, not of last.ckpt
+    scores = {}
+    for name, path in (("best", result.best_checkpoint), ("last", result.last_checkpoint)):
+        (out,) = result.trainer.test(
+            result.module, result.datamodule, ckpt_path=str(path), verbose=False
+        )
+        scores[name] = out
+    print("test metrics:", metrics, "\nbest:", scores["best"], "\nlast:", scores["last"])
+    for key in ("test/loss", "test/dice"):
+        assert metrics[key] == pytest.approx(scores["best"][key], rel=1e-6, abs=1e-9), key
+    assert abs(scores["best"]["test/loss"] - scores["last"]["test/loss"]) > 1e-4
 
 
 def test_resume_checks_the_checkpoint_first(first_run, data_dir, tmp_path):
