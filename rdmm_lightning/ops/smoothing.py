@@ -1,28 +1,49 @@
-r"""Gaussian smoothing by FFT without wrap-around, and the RDMM pre-weight smoothing.
+r"""Gaussian smoothing without wrap-around, and the RDMM pre-weight smoothing.
 
 Gaussians are sampled on the voxel grid (sigma given as a fraction of the domain, i.e. in domain
 units, so ``sigma / h_d`` voxels along axis ``d``), truncated at ``TRUNCATE`` sigma and normalised
-to discrete sum 1. Inputs are zero-padded to a fast FFT length of at least ``n + r`` per axis
-(``r`` the kernel radius, capped at ``n - 1``), which makes the circular FFT convolution equal the
-direct *linear* convolution with the truncated kernel: nothing wraps from one edge to the other.
+to discrete sum 1; the convolution is *linear* (zero outside the grid): nothing wraps from one
+edge to the other. Two ways to apply it, chosen by ``tol`` (default :func:`default_kernel_tol`,
+by dtype):
 
-Fourier kernels are cached per (shape, sigmas, weights, spacing, device, dtype).
+* ``tol = 0`` (float64): exact, by FFT. Inputs are zero-padded to a fast FFT length of at least
+  ``n + r`` per axis (``r`` the kernel radius, capped at ``n - 1``).
+* ``tol > 0`` (float32, ``KERNEL_TOL``): the separable operator of
+  :mod:`~rdmm_lightning.ops.separable_smoothing`, each axis' convolution matrix with its
+  eigenvalues below ``tol * max`` removed: symmetric positive semi-definite, about ``tol``
+  (relative L2) from the exact convolution, and several times faster (a few matrix products on
+  a shrinking field instead of FFTs on a padded volume).
+
+Every operator here is symmetric, so each convolution is its own adjoint. Kernels are cached
+per (shape, sigmas, weights, spacing, tol, device, dtype).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
+from .separable_smoothing import (
+    SeparableOperator,
+    apply_separable,
+    apply_separable_weighted,
+    gaussian_taps,
+    normalized_separable_operator,
+    separable_operator,
+)
+
 __all__ = [
     "TRUNCATE",
+    "KERNEL_TOL",
+    "default_kernel_tol",
     "FourierKernels",
     "fourier_gaussian_kernels",
     "fft_convolve",
+    "weighted_convolve",
     "gaussian_smooth",
     "multi_gaussian_smooth",
     "smooth_pre_weights",
@@ -33,6 +54,17 @@ __all__ = [
 ]
 
 TRUNCATE = 4.0
+
+KERNEL_TOL = 1e-4
+"""Eigenvalue cut-off (relative to the largest, per axis) of the fast separable operator used
+below float64; about 1e-4 relative L2 from the exact convolution (see
+:mod:`~rdmm_lightning.ops.separable_smoothing`)."""
+
+
+def default_kernel_tol(dtype: torch.dtype) -> float:
+    """``0`` (exact FFT convolution) for float64, where references and gradient checks run;
+    ``KERNEL_TOL`` (fast separable operator) for lower precisions."""
+    return 0.0 if dtype == torch.float64 else KERNEL_TOL
 
 
 def next_fast_len(n: int) -> int:
@@ -49,16 +81,36 @@ def next_fast_len(n: int) -> int:
 
 
 class FourierKernels:
-    """Real Fourier transforms ``hat: (K, *F)`` of K Gaussian kernels for a grid of spatial
-    ``shape``, zero-padded to ``padded``. Apply with :func:`fft_convolve`."""
+    """K Gaussian kernels for a grid of spatial ``shape``; apply with :func:`fft_convolve`.
 
-    def __init__(self, hat: Tensor, shape: tuple[int, ...], padded: tuple[int, ...]):
-        self.hat = hat
+    ``hat: (K, *F)`` are their real Fourier transforms zero-padded to ``padded`` (the exact FFT
+    convolution). When ``separable`` is set, :func:`fft_convolve` applies that fast operator
+    instead, and ``hat`` (kept for FFT comparisons) is built on first access.
+    """
+
+    def __init__(
+        self,
+        hat: Tensor | Callable[[], Tensor],
+        shape: tuple[int, ...],
+        padded: tuple[int, ...],
+        count: int,
+        separable: SeparableOperator | None = None,
+    ):
+        self._hat = hat
         self.shape = shape
         self.padded = padded
+        self.count = count
+        self.separable = separable
+
+    @property
+    def hat(self) -> Tensor:
+        if callable(self._hat):
+            self._hat = self._hat()
+        return self._hat
 
     def __repr__(self) -> str:
-        return f"FourierKernels(K={self.hat.shape[0]}, shape={self.shape}, padded={self.padded})"
+        how = f"ranks={self.separable.ranks}" if self.separable else f"padded={self.padded}"
+        return f"FourierKernels(K={self.count}, shape={self.shape}, {how})"
 
 
 def _radius(sigma_vox: float, n: int) -> int:
@@ -67,10 +119,8 @@ def _radius(sigma_vox: float, n: int) -> int:
 
 def _gaussian_1d_hat(n: int, length: int, sigma_vox: float, full: bool) -> Tensor:
     """1D Fourier transform (real, float64) of the circularly embedded truncated Gaussian."""
-    r_norm = max(1, math.ceil(TRUNCATE * sigma_vox))
-    x = torch.arange(-r_norm, r_norm + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (x / sigma_vox) ** 2) if sigma_vox > 0 else (x == 0).double()
-    g = g / g.sum()
+    g = gaussian_taps(sigma_vox, TRUNCATE)
+    r_norm = g.numel() // 2
     r = _radius(sigma_vox, n)
     kern = torch.zeros(length, dtype=torch.float64)
     kern[: r + 1] = g[r_norm : r_norm + r + 1]
@@ -87,10 +137,19 @@ def _kernels_cached(
     spacing: tuple[float, ...],
     dtype: torch.dtype,
     device: torch.device,
+    tol: float = 0.0,
 ) -> FourierKernels:
-    ndim = len(shape)
     max_sigma = max(sigmas)
     padded = tuple(next_fast_len(n + _radius(max_sigma / h, n)) for n, h in zip(shape, spacing))
+    count = 1 if weights is not None else len(sigmas)
+    if tol > 0:
+
+        def exact_hat() -> Tensor:
+            return _kernels_cached(shape, sigmas, weights, spacing, dtype, device, 0.0).hat
+
+        op = separable_operator(shape, sigmas, weights, spacing, TRUNCATE, tol, dtype, device)
+        return FourierKernels(exact_hat, shape, padded, count, op)
+    ndim = len(shape)
     hats = []
     for sigma in sigmas:
         hat = None
@@ -105,7 +164,7 @@ def _kernels_cached(
     if weights is not None:
         w = torch.tensor(weights, dtype=torch.float64).view(-1, *([1] * ndim))
         stack = (stack * w).sum(dim=0, keepdim=True)
-    return FourierKernels(stack.to(dtype=dtype, device=device).contiguous(), shape, padded)
+    return FourierKernels(stack.to(dtype=dtype, device=device).contiguous(), shape, padded, count)
 
 
 def fourier_gaussian_kernels(
@@ -116,10 +175,13 @@ def fourier_gaussian_kernels(
     weights: Sequence[float] | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    tol: float | None = None,
 ) -> FourierKernels:
-    """Fourier kernels of Gaussians with std ``sigmas`` (domain units) on a grid of ``shape``
-    and ``spacing``. With ``weights``, the single kernel ``sum_i weights_i G_{sigma_i}``.
-    All kernels share one padded shape (set by the largest sigma). Cached."""
+    """Kernels of Gaussians with std ``sigmas`` (domain units) on a grid of ``shape`` and
+    ``spacing``. With ``weights``, the single kernel ``sum_i weights_i G_{sigma_i}`` (applied
+    as that sum of the same per-kernel operators). ``tol``: 0 for the exact FFT convolution
+    (all kernels share one padded shape, set by the largest sigma), > 0 for the fast separable
+    operator; default :func:`default_kernel_tol` of ``dtype``. Cached."""
     shape = tuple(int(n) for n in shape)
     sigmas = tuple(float(s) for s in sigmas)
     spacing = tuple(float(h) for h in spacing)
@@ -133,8 +195,11 @@ def fourier_gaussian_kernels(
             raise ValueError(
                 f"weights must have one entry per sigma ({len(sigmas)}); got {len(weights)}"
             )
+    tol = default_kernel_tol(dtype) if tol is None else float(tol)
+    if not 0 <= tol < 1:
+        raise ValueError(f"tol must be in [0, 1); got {tol}")
     device = torch.device("cpu") if device is None else torch.device(device)
-    return _kernels_cached(shape, sigmas, weights, spacing, dtype, device)
+    return _kernels_cached(shape, sigmas, weights, spacing, dtype, device, tol)
 
 
 def _convolve_spectral(f: Tensor, hat: Tensor, shape: tuple[int, ...], padded: tuple[int, ...]):
@@ -166,7 +231,8 @@ class _SymmetricFFTConvolution(torch.autograd.Function):
 
 
 def fft_convolve(f: Tensor, kernels: FourierKernels) -> Tensor:
-    """Linear convolution of ``f: (..., *S)`` with kernels ``(K, *F)`` by FFT.
+    """Linear convolution of ``f: (..., *S)`` with K kernels: by FFT, or by the fast separable
+    operator when ``kernels.separable`` is set.
 
     The leading dimensions of ``f`` broadcast against ``K``: pass ``(B, C, *S)`` with K = 1, or
     ``(B, K, C, *S)`` with K kernels (kernel ``k`` is applied to ``f[:, k]``).
@@ -174,19 +240,39 @@ def fft_convolve(f: Tensor, kernels: FourierKernels) -> Tensor:
     ndim = len(kernels.shape)
     if tuple(f.shape[-ndim:]) != kernels.shape:
         raise ValueError(f"f must end in the spatial shape {kernels.shape}; got {tuple(f.shape)}")
+    k = kernels.count
+    if k > 1 and (f.dim() < ndim + 3 or f.shape[-ndim - 2] != k):
+        raise ValueError(
+            f"with {k} kernels f must have shape (B, {k}, C, *S); got {tuple(f.shape)}"
+        )
+    if kernels.separable is not None:
+        return apply_separable(f, kernels.separable)
     hat = kernels.hat
-    k = hat.shape[0]
     if k > 1:
-        if f.dim() < ndim + 3 or f.shape[-ndim - 2] != k:
-            raise ValueError(
-                f"with {k} kernels f must have shape (B, {k}, C, *S); got {tuple(f.shape)}"
-            )
         hat = hat.unsqueeze(1)
     else:
         hat = hat[0]
     if torch.is_grad_enabled() and f.requires_grad:
         return _SymmetricFFTConvolution.apply(f, hat, kernels.shape, kernels.padded)
     return _convolve_spectral(f, hat, kernels.shape, kernels.padded)
+
+
+def weighted_convolve(m: Tensor, w: Tensor, kernels: FourierKernels) -> Tensor:
+    """The stack ``nu_i = K_i * (w_i m)``, ``(B, N, D, *S)``, for ``m: (B, D, *S)``, weights
+    ``w: (B, N, *S)`` and N kernels: :func:`fft_convolve` of the products, which the fast
+    operator forms one kernel at a time."""
+    ndim = len(kernels.shape)
+    n = w.shape[1] if w.dim() == ndim + 2 else -1
+    if n != kernels.count:
+        raise ValueError(
+            f"w must have shape (B, {kernels.count}, *S), one channel per kernel; "
+            f"got {tuple(w.shape)}"
+        )
+    if m.dim() != ndim + 2 or m.shape[0] != w.shape[0] or m.shape[2:] != w.shape[2:]:
+        raise ValueError(f"m must have shape ({w.shape[0]}, D, *S); got {tuple(m.shape)}")
+    if kernels.separable is not None and n > 1:
+        return apply_separable_weighted(m, w, kernels.separable)
+    return fft_convolve(w.unsqueeze(2) * m.unsqueeze(1), kernels)
 
 
 def gaussian_smooth(f: Tensor, sigma: float, spacing: Sequence[float]) -> Tensor:
@@ -219,11 +305,28 @@ def _normaliser_cached(
     return gaussian_smooth(ones, sigma, spacing)
 
 
+def _normalized_operator(
+    f: Tensor, sigma: float, spacing: Sequence[float]
+) -> SeparableOperator | None:
+    """The fast operator ``S`` for ``f``'s grid and dtype, or None where the FFT is exact."""
+    tol = default_kernel_tol(f.dtype)
+    if tol == 0:
+        return None
+    shape = tuple(f.shape[2:])
+    return normalized_separable_operator(
+        shape, float(sigma), tuple(float(h) for h in spacing), TRUNCATE, tol, f.dtype, f.device
+    )
+
+
 def smooth_pre_weights(h: Tensor, sigma: float, spacing: Sequence[float]) -> Tensor:
     """Weights ``w = S h = (G_sigma * h) / (G_sigma * 1)`` from pre-weights ``h: (B, N, *S)``
-    (normalised convolution: constant pre-weights stay exactly constant)."""
+    (normalised convolution: constant pre-weights stay exactly constant). ``G_sigma`` as in
+    :func:`gaussian_smooth`; with the fast operator, the division is folded into its factors."""
     if sigma <= 0:
         return h
+    op = _normalized_operator(h, sigma, spacing)
+    if op is not None:
+        return apply_separable(h, op)
     return gaussian_smooth(h, sigma, spacing) / _normaliser(h.shape[2:], sigma, spacing, h)
 
 
@@ -231,6 +334,9 @@ def smooth_pre_weights_adjoint(g: Tensor, sigma: float, spacing: Sequence[float]
     """Adjoint ``S^T g = G_sigma * (g / (G_sigma * 1))`` of :func:`smooth_pre_weights`."""
     if sigma <= 0:
         return g
+    op = _normalized_operator(g, sigma, spacing)
+    if op is not None:
+        return apply_separable(g, op.adjoint)
     return gaussian_smooth(g / _normaliser(g.shape[2:], sigma, spacing, g), sigma, spacing)
 
 

@@ -77,19 +77,27 @@ class RDMMDynamics(nn.Module):
         else:
             h = sample_field(h_state, phi_inv, self.spacing, padding_mode="border")
         v, nu = self.velocity(m, h)
-        coupling = smooth_pre_weights_adjoint(
-            (m.unsqueeze(1) * nu).sum(dim=2), self.weight_sigma, self.spacing
-        )  # (B, N, *S): S^T(m . nu_i)
-        ndim = len(self.spacing)
-        extra, dh = [], None
+        ndim, n = len(self.spacing), h.shape[1]
+        # Sums over the small axes D and N are accumulated in place (addcmul_ saves only its
+        # factors, never the accumulator): no (B, N, D, *S) temporaries.
+        m_dot_nu = nu[:, :, 0] * m[:, 0:1]  # (B, N, *S): m . nu_i
+        for d in range(1, ndim):
+            m_dot_nu.addcmul_(nu[:, :, d], m[:, d : d + 1])
+        del nu  # the largest temporary: free it before the next ones (no_grad)
+        coupling = smooth_pre_weights_adjoint(m_dot_nu, self.weight_sigma, self.spacing)
+        del m_dot_nu
+        dm = epdiff_rhs(m, v, self.spacing)
+        dh = None
         for k in range(ndim):
             grad_k = central_diff(h, k, self.spacing[k], ndim, "neumann")  # (B, N, *S)
-            extra.append((coupling * grad_k).sum(dim=1, keepdim=True))
+            extra = coupling[:, 0] * grad_k[:, 0]  # sum_i S^T(m . nu_i) d_k h_i
+            for i in range(1, n):
+                extra.addcmul_(coupling[:, i], grad_k[:, i])
+            dm[:, k].add_(extra)
             if self.h_mode == "pde":
-                term = grad_k * v[:, k : k + 1]
-                dh = term if dh is None else dh + term
-        dm = epdiff_rhs(m, v, self.spacing) + torch.cat(extra, dim=1)
-        dh = -dh if self.h_mode == "pde" else torch.zeros_like(h_state)
+                vk = v[:, k : k + 1]
+                dh = grad_k * vk if dh is None else dh.addcmul_(grad_k, vk)
+        dh = dh.neg_() if self.h_mode == "pde" else torch.zeros_like(h_state)
         out = (dm, dh, advect_map_rhs(phi_inv, v, self.spacing))
         if self.forward_map:
             out = out + (lagrangian_rhs(state[3], v, self.spacing),)

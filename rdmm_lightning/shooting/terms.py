@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from ..ops.finite_differences import central_diff
-from ..ops.smoothing import FourierKernels, fft_convolve
+from ..ops.smoothing import FourierKernels, weighted_convolve
 from ..ops.warp import sample_field
 
 MOMENTUM_BC = "zero"
@@ -88,8 +88,11 @@ def region_specific_velocity(
     Returns:
         ``v: (B, D, *S)`` and the stack ``nu: (B, N, D, *S)`` with ``nu_i = K_i * (w_i m)``.
     """
-    nu = fft_convolve(w.unsqueeze(2) * m.unsqueeze(1), kernels)
-    v = (w.unsqueeze(2) * nu).sum(dim=1)
+    nu = weighted_convolve(m, w, kernels)
+    # accumulated in place (no (B, N, D, *S) product): addcmul_ saves only its factors
+    v = nu[:, 0] * w[:, 0:1]
+    for i in range(1, w.shape[1]):
+        v.addcmul_(nu[:, i], w[:, i : i + 1])
     return v, nu
 
 
