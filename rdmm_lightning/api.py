@@ -79,6 +79,8 @@ def register(
     overrides: Iterable[str] = (),
     voxel_size: Sequence[float] | None = None,
     progress: bool = False,
+    threads: int | None = None,
+    device: str | None = None,
     **options: Any,
 ) -> RegistrationResult:
     """Register ``source`` to ``target`` by numerical optimisation (``rdmm register`` in Python).
@@ -95,9 +97,14 @@ def register(
         config, overrides: YAML file or mapping of options, and ``"key=value"`` strings.
         voxel_size: voxel size (mm) of tensor inputs.
         progress: progress lines on stderr.
+        threads: intra-op threads of the registration (None: the config's ``threads``, else
+            ``RDMM_NUM_THREADS``, else :func:`rdmm_lightning.runtime.choose_num_threads` for
+            the working grid); the previous count is restored on return.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``; None: the config's ``device`` (default ``"auto"``).
         **options: any option of :mod:`rdmm_lightning.pipeline.config` (``similarity="ncc"``,
-            ``iterations=20``, ``max_time=60``, ``device="cuda"``, ``solver={"num_steps": 5}``,
-            ...); precedence: defaults < ``config`` < these < ``overrides``.
+            ``iterations=20``, ``max_time=60``, ``solver={"num_steps": 5}``, ...); precedence:
+            defaults < ``config`` < these < ``overrides``.
 
     Returns:
         The :class:`RegistrationResult` on the working grid (the target's grid; images
@@ -109,7 +116,7 @@ def register(
     """
     from .pipeline.config import resolve_register_config
 
-    explicit = dict(options, model=model)
+    explicit = dict(options, model=model, threads=threads, device=device)
     if region_mask is not None and not isinstance(region_mask, Volume):
         explicit["region_mask"] = os.fspath(region_mask)
     elif region_mask is not None:
@@ -169,7 +176,8 @@ def _register_batch(
     from .ops.warp import warp_labels
     from .optimize import register_tensors
     from .pipeline.pair import normalize_intensities
-    from .pipeline.register import optimizer_arguments, resolve_device
+    from .pipeline.register import optimizer_arguments
+    from .runtime import choose_num_threads, num_threads, resolve_device
 
     if cfg["region_mask"] or cfg["working_shape"] is not None:
         raise ValueError("region_mask and working_shape need one pair, not a batch of tensors")
@@ -186,19 +194,22 @@ def _register_batch(
     aff_kwargs, deformable = optimizer_arguments(cfg)
     extra = {"max_time": cfg["max_time"], "progress": progress}
     (aff_kwargs if cfg["model"] == "affine" else deformable).update(extra)
-    result = register_tensors(
-        src_n.unsqueeze(1).to(device),
-        tgt_n.unsqueeze(1).to(device),
-        cfg["model"],
-        spacing=spacing,
-        affine=bool(cfg["affine"]),
-        affine_kwargs=aff_kwargs,
-        **deformable,
-    )
+    with num_threads(choose_num_threads(cfg["threads"], src_n.numel())):
+        result = register_tensors(
+            src_n.unsqueeze(1).to(device),
+            tgt_n.unsqueeze(1).to(device),
+            cfg["model"],
+            spacing=spacing,
+            affine=bool(cfg["affine"]),
+            affine_kwargs=aff_kwargs,
+            **deformable,
+        )
+        used = torch.get_num_threads()
     with torch.no_grad():
         folds = fold_statistics(jacobian_determinant(result.phi_inv, spacing))
     metrics: dict[str, Any] = {k: v.tolist() for k, v in folds.items()}
     metrics.update(model=result.model, time_s=result.time_s, stopped=result.stopped)
+    metrics["runtime"] = {"threads": used, "device": str(result.phi_inv.device)}
     if source_label is not None and target_label is not None:
         s_lab = _tensor_batch(source_label, "source_label").to(device).long()
         t_lab = _tensor_batch(target_label, "target_label").to(device).long()
@@ -221,6 +232,8 @@ def warp(
     labels: bool = False,
     inverse: bool = False,
     coordinates: str = "lps",
+    threads: int | None = None,
+    device: str = "auto",
 ) -> Volume | np.ndarray | str:
     """Apply a registration folder (``rdmm warp`` in Python).
 
@@ -230,22 +243,35 @@ def warp(
     * ``points``: an ``(N, D)`` array of physical points (``coordinates`` ``"lps"`` as ITK, or
       ``"ras"``) -> mapped ``(N, D)`` array, target -> source (``inverse=True``: source ->
       target); or a CSV file (header ``x,y[,z]``) -> written to ``out``, its path returned.
+
+    Images are resampled on ``device`` (``"auto"``: CUDA when available, else CPU; ``"cpu"``,
+    ``"cuda"``, ``"cuda:N"``) with ``threads`` intra-op threads (None: ``RDMM_NUM_THREADS`` or
+    :func:`rdmm_lightning.runtime.choose_num_threads` for the output grid; the previous count
+    is restored on return). Points are mapped on the CPU with ``threads`` threads (None:
+    ``RDMM_NUM_THREADS`` or one; ``device`` is not used).
     """
     from .io import read_image, read_label_map, write_volume
     from .pipeline.transform import load_transform, map_points, warp_points_csv, warp_volume
+    from .runtime import choose_num_threads, num_threads, requested_threads, resolve_device
 
     if (moving is None) == (points is None):
         raise ValueError("give exactly one of moving= and points=")
     if points is not None:
-        if isinstance(points, (str, os.PathLike)):
-            if out is None:
-                raise ValueError("a points CSV needs out=")
-            return warp_points_csv(transform, points, out, inverse=inverse, coordinates=coordinates)
-        return map_points(transform, np.asarray(points), inverse=inverse, coordinates=coordinates)
+        if isinstance(points, (str, os.PathLike)) and out is None:
+            raise ValueError("a points CSV needs out=")
+        with num_threads(choose_num_threads(threads, 1)):  # light work: one unless asked
+            if isinstance(points, (str, os.PathLike)):
+                return warp_points_csv(
+                    transform, points, out, inverse=inverse, coordinates=coordinates
+                )
+            pts = np.asarray(points)
+            return map_points(transform, pts, inverse=inverse, coordinates=coordinates)
+    dev = resolve_device(device)
+    requested_threads(threads)  # bad values fail before reading files
     tr = load_transform(transform)
     if not isinstance(moving, Volume):
         moving = read_label_map(moving) if labels else read_image(moving)
-    warped = warp_volume(tr, moving, labels=labels, inverse=inverse)
+    warped = warp_volume(tr, moving, labels=labels, inverse=inverse, device=dev, threads=threads)
     if out is not None:
         from .pipeline.atomic import staged_file
 

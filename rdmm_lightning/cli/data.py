@@ -4,6 +4,9 @@
   (``pairs.csv``).
 * ``rdmm data synth3d --out DIR --subjects N [--seed S] [--shape X Y Z] [--spacing SX SY SZ]
   [--visits V] [--sides left right]``: a pool of knee phantoms (``pool.csv``).
+
+Both take ``--threads N`` like every ``rdmm`` command; the generators are NumPy code, so the
+count (torch's) changes nothing today.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
-from rdmm_lightning.cli.main import CLIError
+from rdmm_lightning.cli.main import CLIError, add_threads_option
 
 __all__ = ["register"]
 
@@ -31,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p2.add_argument("--pairs", type=int, default=40, help="number of pairs (default 40)")
     p2.add_argument("--seed", type=int, default=2018, help="random seed (default 2018)")
     p2.add_argument("--size", type=int, default=200, help="image size, >= 48 (default 200)")
+    add_threads_option(p2)
     p2.set_defaults(func=_run_synth2d)
 
     p3 = sub.add_parser("synth3d", help="a pool of knee-like 3D phantoms (pool.csv)")
@@ -61,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=["left", "right"],
         help="knees per subject and visit (default left right)",
     )
+    add_threads_option(p3)
     p3.set_defaults(func=_run_synth3d)
 
 
@@ -78,6 +84,13 @@ def _progress(total: int, what: str) -> tuple[Callable[[int, int], None], Callab
     return update, bar.close
 
 
+def _threads(threads: int | None, voxels: int) -> AbstractContextManager[int]:
+    """The thread scope of one data set (:mod:`rdmm_lightning.runtime`)."""
+    from rdmm_lightning.runtime import choose_num_threads, num_threads
+
+    return num_threads(choose_num_threads(threads, voxels))
+
+
 def _run_synth2d(args: argparse.Namespace) -> int:
     from rdmm_lightning.data.nifti import DatasetDirError
     from rdmm_lightning.data.synth2d import write_synth2d
@@ -88,7 +101,8 @@ def _run_synth2d(args: argparse.Namespace) -> int:
         raise CLIError(f"--size must be >= 48; got {args.size}")
     update, close = _progress(args.pairs, "synth2d pairs")
     try:
-        csv_path = write_synth2d(args.out, args.pairs, args.seed, args.size, progress=update)
+        with _threads(args.threads, args.size**2):
+            csv_path = write_synth2d(args.out, args.pairs, args.seed, args.size, progress=update)
     except DatasetDirError as exc:
         raise CLIError(str(exc)) from exc
     finally:
@@ -113,16 +127,17 @@ def _run_synth3d(args: argparse.Namespace) -> int:
     total = args.subjects * args.visits * len(sides)
     update, close = _progress(total, "synth3d images")
     try:
-        csv_path = write_synth3d_pool(
-            args.out,
-            args.subjects,
-            seed=args.seed,
-            shape=args.shape,
-            spacing=args.spacing,
-            visits=args.visits,
-            sides=sides,
-            progress=update,
-        )
+        with _threads(args.threads, args.shape[0] * args.shape[1] * args.shape[2]):
+            csv_path = write_synth3d_pool(
+                args.out,
+                args.subjects,
+                seed=args.seed,
+                shape=args.shape,
+                spacing=args.spacing,
+                visits=args.visits,
+                sides=sides,
+                progress=update,
+            )
     except DatasetDirError as exc:
         raise CLIError(str(exc)) from exc
     finally:

@@ -1,7 +1,8 @@
 """``rdmm evaluate``: register every pair of a CSV file and summarise Dice, folds and time.
 
 ``rdmm evaluate (--checkpoint CKPT | --model NAME) --pairs PAIRS.csv --out DIR [--num-steps K]
-[--refine-steps N] [--device cpu|cuda] [--max-time S] [--config F] [key=value ...]``
+[--refine-steps N] [--device auto|cpu|cuda[:N]] [--threads N] [--max-time S] [--config F]
+[key=value ...]``
 
 A thin layer over :func:`rdmm_lightning.pipeline.evaluate.evaluate_pairs`: each pair is
 registered as ``rdmm infer`` (``--checkpoint``) or ``rdmm register`` (``--model``) would, into
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from rdmm_lightning.cli.main import CLIError
+from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option
 from rdmm_lightning.cli.register import MODELS, _collect_trailing_overrides
 
 __all__ = ["register"]
@@ -51,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--refine-steps", type=int, metavar="N", help="instance-optimisation steps (default 0)"
     )
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default cpu")
+    add_device_option(parser)
+    add_threads_option(parser)
     parser.add_argument("--max-time", type=float, metavar="S", help="wall-clock limit per pair")
     parser.add_argument("--config", metavar="F", help="YAML file of options")
     parser.set_defaults(func=_run)
@@ -113,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
             config=args.config,
             overrides=args.overrides,
             progress=True,
+            threads=args.threads,
         )
     except ValueError as exc:
         raise CLIError(" ".join(str(exc).split())) from exc

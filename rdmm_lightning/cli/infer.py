@@ -1,7 +1,7 @@
 """``rdmm infer``: register two image files with a trained network checkpoint.
 
 ``rdmm infer --checkpoint CKPT SOURCE TARGET --out DIR [--source-label F] [--target-label F]
-[--num-steps K] [--refine-steps N] [--device cpu|cuda]``
+[--num-steps K] [--refine-steps N] [--device auto|cpu|cuda[:N]] [--threads N]``
 
 The pair is read and the source resampled into the target's physical space on the checkpoint's
 training grid (the target's grid through the training preprocessing recorded in the checkpoint,
@@ -18,7 +18,7 @@ import argparse
 import os
 from typing import Any
 
-from rdmm_lightning.cli.main import CLIError
+from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option
 
 __all__ = ["register", "infer_files"]
 
@@ -53,19 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="instance-optimisation steps after the network (default 0; not for affine)",
     )
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    add_device_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(func=_run)
 
 
-def _check_args(num_steps: int | None, refine_steps: int, device: str) -> None:
-    import torch
+def _check_args(
+    num_steps: int | None, refine_steps: int, device: str | None, threads: int | None
+) -> Any:
+    """One-line errors for bad options; returns the torch device."""
+    from rdmm_lightning.runtime import requested_threads, resolve_device
 
     if num_steps is not None and num_steps < 1:
         raise CLIError(f"--num-steps must be >= 1; got {num_steps}")
     if refine_steps < 0:
         raise CLIError(f"--refine-steps must be >= 0; got {refine_steps}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: CUDA is not available on this machine")
+    try:
+        requested_threads(threads)
+        return resolve_device(device)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -82,20 +89,23 @@ def infer_files(
     target_label: str | os.PathLike | None = None,
     num_steps: int | None = None,
     refine_steps: int = 0,
-    device: str = "cpu",
+    device: str | None = "auto",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """``rdmm infer`` as a function; returns the metrics written to ``metrics.json``.
+
+    ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda[:N]"``;
+    ``threads``: intra-op threads of the network step (None: ``RDMM_NUM_THREADS``, else chosen
+    for the checkpoint's grid, :func:`rdmm_lightning.runtime.choose_num_threads`).
 
     Raises:
         CLIError: one line for every user error (checkpoint, inputs, options).
     """
-    import torch
-
     from rdmm_lightning.models import CheckpointError, load_registration_checkpoint
     from rdmm_lightning.pipeline import write_registration_outputs
     from rdmm_lightning.pipeline.network import register_with_network
 
-    _check_args(num_steps, refine_steps, device)
+    dev = _check_args(num_steps, refine_steps, device, threads)
     try:
         module = load_registration_checkpoint(checkpoint)
     except CheckpointError as exc:
@@ -103,7 +113,7 @@ def infer_files(
     if module.model_name == "affine" and refine_steps:
         raise CLIError("--refine-steps applies to svf/lddmm/rdmm checkpoints, not affine")
     try:
-        module = module.to(torch.device(device))
+        module = module.to(dev)
         pair, result = register_with_network(
             module,
             source,
@@ -113,12 +123,14 @@ def infer_files(
             num_steps=num_steps,
             refine_steps=refine_steps,
             name=os.fspath(checkpoint),
+            threads=threads,
         )
         config = {
             "checkpoint": os.fspath(checkpoint),
             "num_steps": result.extras.get("num_steps"),
             "refine_steps": refine_steps,
-            "device": device,
+            "device": str(dev),
+            "threads": threads,
             "hparams": dict(module.hparams),
         }
         return write_registration_outputs(out, pair, result, config=config)
@@ -137,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         num_steps=args.num_steps,
         refine_steps=args.refine_steps,
         device=args.device,
+        threads=args.threads,
     )
     parts = [metrics["model"], f"{metrics['time_s'] * 1000:.0f} ms"]
     dice = metrics.get("dice")

@@ -2,7 +2,9 @@
 
 Each sub-command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed arguments, returning an exit code). Errors a user can fix
-raise :class:`CLIError` and end with a one-line message and exit code 2.
+raise :class:`CLIError` and end with a one-line message and exit code 2. Every sub-command
+takes ``--threads N`` (:func:`add_threads_option`); those that compute on a device take
+``--device auto|cpu|cuda[:N]`` (:func:`add_device_option`); see :mod:`rdmm_lightning.runtime`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib
 import sys
 from typing import NoReturn
 
-__all__ = ["main", "CLIError"]
+__all__ = ["main", "CLIError", "add_device_option", "add_threads_option"]
 
 SUBCOMMANDS = ("register", "infer", "warp", "evaluate", "data", "train")
 
@@ -27,6 +29,40 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _thread_count(text: str) -> int:
+    if not (text.strip().isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
+    return int(text)
+
+
+def _device_name(text: str) -> str:
+    index = text[5:] if text.startswith("cuda:") else None
+    if text not in ("auto", "cpu", "cuda") and not (index is not None and index.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N; got {text!r}")
+    return text
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` (``args.threads``, None when not given)."""
+    parser.add_argument(
+        "--threads",
+        type=_thread_count,
+        metavar="N",
+        help="CPU threads (default: $RDMM_NUM_THREADS, else chosen from the grid size, the "
+        "usable cores and the load of other processes)",
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda[:N]`` (``args.device``; None: the config's, default auto)."""
+    parser.add_argument(
+        "--device",
+        type=_device_name,
+        metavar="auto|cpu|cuda[:N]",
+        help="where to compute (default auto: CUDA when available, else the CPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,10 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "threads", 0) is None:  # --threads not given: check the variable now
+            _check_thread_variable()
         return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"rdmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _check_thread_variable() -> None:
+    from rdmm_lightning.runtime import requested_threads
+
+    try:
+        requested_threads(None)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 if __name__ == "__main__":

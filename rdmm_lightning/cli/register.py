@@ -2,7 +2,8 @@
 
 ``rdmm register SOURCE TARGET --out DIR [--model affine|svf|lddmm|rdmm] [--source-label F]
 [--target-label F] [--similarity lncc|mk-lncc|ncc|ssd|mi] [--regularizer optimized|predefined
---region-mask F] [--max-time S] [--config F] [--device cpu|cuda] [key=value ...]``
+--region-mask F] [--max-time S] [--config F] [--device auto|cpu|cuda[:N]] [--threads N]
+[key=value ...]``
 
 Writes the files of architecture.md into ``DIR`` (all or nothing). Options are resolved as
 defaults < ``--config`` YAML < flags < ``key=value`` overrides (see
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from rdmm_lightning.cli.main import CLIError
+from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option
 
 __all__ = ["register"]
 
@@ -55,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--region-mask", metavar="F", help="RDMM region mask in the source's space")
     parser.add_argument("--max-time", type=float, metavar="S", help="wall-clock limit (s)")
     parser.add_argument("--config", metavar="F", help="YAML file of options")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default cpu")
+    add_device_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(func=_run)
     _collect_trailing_overrides(parser)
 
@@ -97,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
             region_mask=args.region_mask,
             max_time=args.max_time,
             device=args.device,
+            threads=args.threads,
             config=args.config,
             overrides=args.overrides,
             progress=True,

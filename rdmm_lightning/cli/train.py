@@ -1,14 +1,16 @@
-"""``rdmm train [--cfg] [OVERRIDE ...]``: train a network, the same as ``python train.py``.
+"""``rdmm train [--cfg] [--threads N] [OVERRIDE ...]``: train a network, the same as
+``python train.py``.
 
 Overrides use Hydra's grammar (``experiment=oai_rdmm_net``, ``trainer.max_epochs=20``,
-``logger=[csv,wandb]``, ``ckpt_path=RUN/last.ckpt``); see ``configs/train.yaml``.
+``logger=[csv,wandb]``, ``ckpt_path=RUN/last.ckpt``); see ``configs/train.yaml``. Threads: see
+:func:`rdmm_lightning.runtime.apply_process_threads`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rdmm_lightning.cli.main import CLIError
+from rdmm_lightning.cli.main import CLIError, add_threads_option
 
 __all__ = ["register"]
 
@@ -41,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    add_threads_option(parser)
     parser.add_argument(
         "overrides", nargs="*", metavar="OVERRIDE", help="group=option or key=value"
     )
@@ -50,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
+    from rdmm_lightning.runtime import apply_process_threads
     from rdmm_lightning.training import (
         TrainingConfigError,
         check_config,
@@ -63,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
             check_config(composed.cfg)
             print(OmegaConf.to_yaml(composed.cfg))
             return 0
+        apply_process_threads(args.threads)
         run_training(composed)
     except TrainingConfigError as exc:
         raise CLIError(str(exc)) from None

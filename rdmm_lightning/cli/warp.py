@@ -6,13 +6,16 @@
 * ``rdmm warp --transform DIR --points P.csv --out Q.csv [--inverse]``: map physical points
   (CSV header ``x,y,z`` or ``x,y``, LPS mm as in ITK/ANTs) from the target to the source
   (``--inverse``: from the source to the target).
+
+``--threads N``: CPU threads (default: ``RDMM_NUM_THREADS``, else automatic: for images from
+the output grid, :func:`rdmm_lightning.runtime.choose_num_threads`; one for points).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rdmm_lightning.cli.main import CLIError
+from rdmm_lightning.cli.main import CLIError, add_threads_option
 
 __all__ = ["register"]
 
@@ -45,20 +48,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="target space -> source space for images, source -> target for points",
     )
+    add_threads_option(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from rdmm_lightning.pipeline.transform import warp_file, warp_points_csv
+    from rdmm_lightning.runtime import choose_num_threads, num_threads
 
     if args.points is not None and args.labels:
         raise CLIError("--labels applies to --moving images, not to --points")
     try:
         if args.points is not None:
-            out = warp_points_csv(args.transform, args.points, args.out, inverse=args.inverse)
+            with num_threads(choose_num_threads(args.threads, 1)):  # light: 1 unless asked
+                out = warp_points_csv(args.transform, args.points, args.out, inverse=args.inverse)
         else:
             out = warp_file(
-                args.transform, args.moving, args.out, labels=args.labels, inverse=args.inverse
+                args.transform,
+                args.moving,
+                args.out,
+                labels=args.labels,
+                inverse=args.inverse,
+                threads=args.threads,
             )
     except ValueError as exc:
         raise CLIError(" ".join(str(exc).split())) from exc

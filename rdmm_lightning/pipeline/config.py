@@ -6,7 +6,9 @@ The schema's defaults come from the optimisers' own signatures and default const
 
 * pipeline: ``model``, ``similarity``, ``similarity_kwargs`` (free mapping), ``regularizer``,
   ``region_mask``, ``region`` (``inside``/``outside`` ``h^2`` of the predefined regularizer),
-  ``max_time``, ``device``, ``spacing_mode``, ``normalize``, ``working_shape``, ``affine``;
+  ``max_time``, ``device`` (``auto``: CUDA when available, else ``cpu``; resolved here),
+  ``threads`` (None: automatic, see :func:`rdmm_lightning.runtime.choose_num_threads`),
+  ``spacing_mode``, ``normalize``, ``working_shape``, ``affine``;
 * ``affine_options``: keyword arguments of :func:`rdmm_lightning.optimize.optimize_affine`
   (``lbfgs`` as a mapping);
 * every keyword argument of :func:`rdmm_lightning.optimize.optimize_deformable` that is not
@@ -45,7 +47,8 @@ REGISTER_DEFAULTS: dict[str, Any] = {
     "region_mask": None,
     "region": {"inside": LUNG_REGION["inside"], "outside": LUNG_REGION["outside"]},
     "max_time": None,
-    "device": "cpu",
+    "device": "auto",
+    "threads": None,
     "spacing_mode": "parity",
     "normalize": "percentile",
     "working_shape": None,
@@ -278,9 +281,7 @@ def _finalize(cfg: dict[str, Any]) -> dict[str, Any]:
             f"option 'affine_options.similarity' must be one of {', '.join(SIMILARITY_NAMES)}; "
             f"got {aff_sim!r}"
         )
-    device = str(cfg["device"])
-    if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
-        raise ValueError(f"option 'device' must be cpu or cuda; got {device!r}")
+    _resolve_runtime(cfg)
     if cfg["max_time"] is not None and not cfg["max_time"] > 0:
         raise ValueError(
             f"option 'max_time' must be a positive number of seconds; got {cfg['max_time']}"
@@ -305,6 +306,24 @@ def _finalize(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["initial_h2"] = list(D.DEFAULT_RDMM_INITIAL_H2)
     _check_stack(cfg)
     return cfg
+
+
+def _resolve_runtime(cfg: dict[str, Any]) -> None:
+    """``device`` -> the device it names (``auto`` resolved); ``threads`` checked (and, when
+    None, ``RDMM_NUM_THREADS``), both one-line errors."""
+    from ..runtime import requested_threads, resolve_device
+
+    device = str(cfg["device"])
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"option 'device' must be auto, cpu, cuda or cuda:N; got {device!r}")
+    cfg["device"] = str(resolve_device(device))
+    threads = cfg["threads"]
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"option 'threads' must be an integer >= 1; got {threads!r}")
+    if threads is None:
+        requested_threads(None)  # a bad RDMM_NUM_THREADS fails before any work
 
 
 def _check_stack(cfg: dict[str, Any]) -> None:

@@ -190,20 +190,25 @@ Registrar = Callable[[PairRow, str], dict[str, Any]]
 
 
 def _checkpoint_registrar(
-    checkpoint: str | os.PathLike, num_steps: int | None, refine_steps: int, device: str
+    checkpoint: str | os.PathLike,
+    num_steps: int | None,
+    refine_steps: int,
+    device: str | None,
+    threads: int | None = None,
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Load the checkpoint once; returns the per-pair function (the steps of ``rdmm infer``),
     the model name and the options recorded in ``summary.json``."""
     from ..models import load_registration_checkpoint
+    from ..runtime import requested_threads, resolve_device
     from .network import register_with_network
     from .outputs import write_registration_outputs
-    from .register import resolve_device
 
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     if refine_steps < 0:
         raise ValueError(f"refine_steps must be >= 0; got {refine_steps}")
     dev = resolve_device(device)
+    requested_threads(threads)  # a bad count or RDMM_NUM_THREADS fails before any work
     module = load_registration_checkpoint(checkpoint)  # CheckpointError is a ValueError
     if module.model_name == "affine" and refine_steps:
         raise ValueError(
@@ -214,7 +219,8 @@ def _checkpoint_registrar(
         "checkpoint": os.fspath(checkpoint),
         "num_steps": module.num_steps if num_steps is None else num_steps,
         "refine_steps": refine_steps,
-        "device": device,
+        "device": str(dev),
+        "threads": threads,
         "hparams": dict(module.hparams),
     }
 
@@ -228,6 +234,7 @@ def _checkpoint_registrar(
             num_steps=num_steps,
             refine_steps=refine_steps,
             name=os.fspath(checkpoint),
+            threads=threads,
         )
         pair_config = dict(config, num_steps=result.extras.get("num_steps"))
         return write_registration_outputs(out_dir, pair, result, config=pair_config)
@@ -241,15 +248,15 @@ def _optimiser_registrar(
     max_time: float | None,
     config: str | os.PathLike | Mapping[str, Any] | None,
     overrides: Sequence[str],
+    threads: int | None = None,
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Resolve the options once (errors before any work); returns the per-pair function
     (:func:`~.register.register_files`), the model name and the resolved options."""
     from .config import resolve_register_config
-    from .register import register_files, resolve_device
+    from .register import register_files
 
-    explicit = {"model": model, "max_time": max_time, "device": device}
-    cfg = resolve_register_config(config, overrides, explicit)
-    resolve_device(cfg["device"])
+    explicit = {"model": model, "max_time": max_time, "device": device, "threads": threads}
+    cfg = resolve_register_config(config, overrides, explicit)  # checks device and threads
 
     def run(row: PairRow, out_dir: str) -> dict[str, Any]:
         return register_files(
@@ -261,6 +268,7 @@ def _optimiser_registrar(
             target_label=row.target_label,
             max_time=max_time,
             device=device,
+            threads=threads,
             config=config,
             overrides=overrides,
             progress=False,
@@ -398,6 +406,7 @@ def evaluate_pairs(
     config: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
     progress: bool = True,
+    threads: int | None = None,
 ) -> Evaluation:
     """Register every pair of ``pairs_csv`` and write ``out_dir`` (see the module docstring).
 
@@ -409,11 +418,14 @@ def evaluate_pairs(
             ``rdmm register``); exactly one of the two.
         num_steps, refine_steps: network iterations (default: as trained) and instance
             optimisation steps (checkpoint only).
-        device: ``"cpu"`` or ``"cuda"`` (default cpu, or the config's for ``model``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (default auto, or the
+            config's for ``model``).
         max_time: wall-clock limit per pair in seconds (``model`` only).
         config, overrides: YAML file or mapping of options and ``"key=value"`` strings
             (``model`` only; see :mod:`.config`).
         progress: one line per pair on stderr.
+        threads: intra-op threads per registration (default: ``RDMM_NUM_THREADS`` or chosen
+            per pair by :func:`rdmm_lightning.runtime.choose_num_threads`).
 
     Returns:
         :class:`Evaluation` with the ``results.csv`` rows and the ``summary.json`` dict.
@@ -440,10 +452,12 @@ def evaluate_pairs(
     pairs = read_pairs_csv(csv_name)
     if checkpoint is not None:
         run, model_name, cfg = _checkpoint_registrar(
-            checkpoint, num_steps, refine_steps, device or "cpu"
+            checkpoint, num_steps, refine_steps, device, threads
         )
     else:
-        run, model_name, cfg = _optimiser_registrar(model, device, max_time, config, overrides)
+        run, model_name, cfg = _optimiser_registrar(
+            model, device, max_time, config, overrides, threads
+        )
 
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []

@@ -10,10 +10,14 @@ instance optimisation).
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import torch
 
 from ..io import Volume, read_image
 from ..registration import RegistrationResult
+from ..runtime import choose_num_threads, num_threads
 from .pair import PreparedPair, VolumeLike, prepare_pair
 
 __all__ = ["register_with_network"]
@@ -29,6 +33,7 @@ def register_with_network(
     num_steps: int | None = None,
     refine_steps: int = 0,
     name: str = "checkpoint",
+    threads: int | None = None,
 ) -> tuple[PreparedPair, RegistrationResult]:
     """Register ``source`` to ``target`` with a loaded affine/svf/lddmm/rdmm network module.
 
@@ -39,10 +44,14 @@ def register_with_network(
         num_steps: network passes K (None: as trained).
         refine_steps: instance-optimisation steps after the network (not for affine).
         name: how error messages name the model (e.g. the checkpoint path).
+        threads: intra-op threads for the network step (None: ``RDMM_NUM_THREADS`` or
+            :func:`~rdmm_lightning.runtime.choose_num_threads` for the working grid); the
+            caller's count is restored afterwards.
 
     Returns:
         The prepared pair (working grid, volumes as read) and the result on the working grid,
-        on the CPU.
+        on the CPU; ``result.extras["runtime"]`` records the thread count torch reported during
+        the network step and the module's device.
 
     Raises:
         ValueError: one line naming the file: 2D/3D mismatch with the model, unreadable or
@@ -67,8 +76,12 @@ def register_with_network(
         training_grid=module.training_grid,
     )
     src, tgt = pair.source.to(module.device), pair.target.to(module.device)
-    if module.model_name == "affine":
-        result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
-    else:
-        result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
-    return pair, result.cpu()
+    with num_threads(choose_num_threads(threads, math.prod(pair.working_shape))):
+        if module.model_name == "affine":
+            result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
+        else:
+            result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
+        used = torch.get_num_threads()
+    result = result.cpu()
+    result.extras["runtime"] = {"threads": used, "device": str(src.device)}
+    return pair, result

@@ -32,6 +32,7 @@ from ..metrics.jacobian import fold_statistics, jacobian_determinant
 from ..ops.grid import check_map, identity_map
 from ..ops.warp import sample_field
 from ..registration import RegistrationResult
+from ..runtime import num_threads
 from .atomic import check_output_dir, staged_dir
 from .pair import PreparedPair
 from .physical import grid_world, same_grid, sample_volume, sample_working_field
@@ -199,6 +200,8 @@ def _metrics(
         "domain_spacing": list(pair.spacing),
         "source_overlap": pair.overlap,
     }
+    if "runtime" in result.extras:  # threads and device the registration ran with
+        metrics["runtime"] = dict(result.extras["runtime"])
     metrics["config"] = config or {}
     metrics["version"] = __version__
     return _jsonable(metrics)
@@ -208,7 +211,19 @@ def compute_registration_outputs(
     pair: PreparedPair, result: RegistrationResult, *, config: dict[str, Any] | None = None
 ) -> RegistrationOutputs:
     """All output volumes and the metrics of one registration, on the source's and target's own
-    grids (see the module docstring). ``result`` must be on ``pair``'s working grid, batch 1."""
+    grids (see the module docstring). ``result`` must be on ``pair``'s working grid, batch 1.
+    Computed with the thread count the registration ran with (``result.extras["runtime"]``),
+    when recorded."""
+    threads = (result.extras.get("runtime") or {}).get("threads")
+    if threads is None:
+        return _compute_outputs(pair, result, config)
+    with num_threads(threads):
+        return _compute_outputs(pair, result, config)
+
+
+def _compute_outputs(
+    pair: PreparedPair, result: RegistrationResult, config: dict[str, Any] | None
+) -> RegistrationOutputs:
     _check_result(pair, result)
     src, tgt = pair.source_volume, pair.target_volume
     device = result.phi_inv.device

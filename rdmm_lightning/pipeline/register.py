@@ -10,6 +10,7 @@ finished, so a bad input or option leaves no output folder behind.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from ..io import Volume, read_label_map
 from ..registration import RegistrationResult
+from ..runtime import choose_num_threads, num_threads, resolve_device
 from .atomic import check_output_dir
 from .config import resolve_register_config
 from .outputs import write_registration_outputs
@@ -30,18 +32,9 @@ __all__ = [
     "region_pre_weights",
     "register_files",
     "register_pair",
-    "resolve_device",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ValueError if CUDA is requested but missing."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
-    return dev
 
 
 def region_pre_weights(
@@ -109,6 +102,7 @@ _PIPELINE_KEYS = (
     "region",
     "max_time",
     "device",
+    "threads",
     "spacing_mode",
     "normalize",
     "working_shape",
@@ -125,7 +119,11 @@ def register_pair(
     pre_weights: Tensor | None = None,
 ) -> RegistrationResult:
     """Run :func:`rdmm_lightning.optimize.register_tensors` on a prepared pair with a resolved
-    config (see :mod:`.config`); returns the working-grid result."""
+    config (see :mod:`.config`); returns the working-grid result.
+
+    It runs with :func:`~rdmm_lightning.runtime.choose_num_threads` threads for the working grid
+    (the caller's count is restored afterwards); ``result.extras["runtime"]`` records the thread
+    count torch reported during the run and the device of the result."""
     from ..optimize import register_tensors
 
     device = resolve_device(cfg["device"])
@@ -143,15 +141,20 @@ def register_pair(
         if pre_weights is not None:
             deformable["pre_weights"] = pre_weights.to(device)
             deformable.pop("initial_h2", None)
-    return register_tensors(
-        pair.source,
-        pair.target,
-        cfg["model"],
-        spacing=pair.spacing,
-        affine=bool(cfg["affine"]),
-        affine_kwargs=aff_kwargs,
-        **deformable,
-    )
+    threads = choose_num_threads(cfg["threads"], math.prod(pair.working_shape))
+    with num_threads(threads):
+        result = register_tensors(
+            pair.source,
+            pair.target,
+            cfg["model"],
+            spacing=pair.spacing,
+            affine=bool(cfg["affine"]),
+            affine_kwargs=aff_kwargs,
+            **deformable,
+        )
+        used = torch.get_num_threads()
+    result.extras["runtime"] = {"threads": used, "device": str(result.phi_inv.device)}
+    return result
 
 
 def register_files(
@@ -167,6 +170,7 @@ def register_files(
     region_mask: str | os.PathLike | None = None,
     max_time: float | None = None,
     device: str | None = None,
+    threads: int | None = None,
     config: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
     progress: bool = True,
@@ -175,7 +179,8 @@ def register_files(
 
     Options are resolved as defaults < ``config`` (YAML file or mapping) < the keyword
     arguments given here (None: not given; defaults ``model="rdmm"``, ``similarity="lncc"``,
-    ``regularizer="optimized"``, ``device="cpu"``) < ``overrides`` (``"key=value"`` strings).
+    ``regularizer="optimized"``, ``device="auto"``, ``threads`` automatic) < ``overrides``
+    (``"key=value"`` strings).
     ``region_mask`` (a mask in the source's space) gives the per-region pre-weights of
     ``regularizer="predefined"`` (paper lung setting by default, keys ``region.inside`` and
     ``region.outside``).
@@ -191,6 +196,7 @@ def register_files(
         "region_mask": None if region_mask is None else os.fspath(region_mask),
         "max_time": max_time,
         "device": device,
+        "threads": threads,
     }
     cfg = resolve_register_config(config, overrides, explicit)
     pair, result = prepare_and_register(

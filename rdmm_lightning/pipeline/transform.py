@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..io import (
     write_volume,
 )
 from ..io.volume import ITK_SUFFIXES
+from ..runtime import choose_num_threads, num_threads, resolve_device
 from .atomic import check_output_file, staged_file
 from .physical import grid_world, sample_volume
 
@@ -110,12 +112,16 @@ def warp_volume(
     *,
     labels: bool = False,
     inverse: bool = False,
+    device: str | torch.device | None = "cpu",
+    threads: int | None = None,
 ) -> Volume:
     """Resample ``moving`` (source space; target space with ``inverse``) onto the field's grid.
 
     Images: (bi/tri)linear, float32 (``file_dtype`` float32), 0 outside ``moving``. Label maps
     (``labels=True``, integer ``moving.data``): nearest neighbour, the stored integer type kept.
-    Returns a :class:`Volume` on the target grid (source grid with ``inverse``).
+    Returns a :class:`Volume` on the target grid (source grid with ``inverse``), on the CPU.
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda[:N]"``) computes there; ``threads``: intra-op
+    threads (None: :func:`~rdmm_lightning.runtime.choose_num_threads` for the field's grid).
     """
     tr = _as_transform(transform)
     field = tr.field(inverse)
@@ -124,10 +130,12 @@ def warp_volume(
         raise ValueError(f"{name}: {moving.dim}D image, but the transform is {field.dim}D")
     if labels and torch.is_floating_point(moving.data):
         raise ValueError(f"{name}: label maps must hold integers")
-    with torch.no_grad():
-        p = grid_world(field.shape, field.affine)
-        q = p + field.data.to(torch.float64).unsqueeze(0)
-        out = sample_volume(moving, q, labels=labels)[0]
+    dev = resolve_device(device)
+    threads = choose_num_threads(threads, math.prod(field.shape))
+    with torch.no_grad(), num_threads(threads):
+        p = grid_world(field.shape, field.affine, dev)
+        q = p + field.data.to(dev, torch.float64).unsqueeze(0)
+        out = sample_volume(moving, q, labels=labels)[0].cpu()
     if labels:
         stored = moving.file_dtype
         dtype = stored if stored and np.dtype(stored).kind in "iu" else None
@@ -142,6 +150,7 @@ def warp_file(
     *,
     labels: bool = False,
     inverse: bool = False,
+    threads: int | None = None,
 ) -> str:
     """Apply a registration folder to an image or label map file in physical space.
 
@@ -149,13 +158,14 @@ def warp_file(
     of the source subject) and is resampled into the target grid with ``displacement.nii.gz``.
     ``inverse=True``: ``moving`` lives in the target's space and is resampled into the source
     grid with ``inverse_displacement.nii.gz``. ``labels=True``: nearest neighbour, integer
-    type kept. Writes ``out`` (NIfTI or an ITK format) only on success; returns its path.
+    type kept. ``threads`` as in :func:`warp_volume`. Writes ``out`` (NIfTI or an ITK format)
+    only on success; returns its path.
     """
     check_output_file(out, IMAGE_SUFFIXES)
     tr = load_transform(transform_dir)
     tr.field(inverse)  # fail early without the inverse field
     vol = read_label_map(moving) if labels else read_image(moving)
-    warped = warp_volume(tr, vol, labels=labels, inverse=inverse)
+    warped = warp_volume(tr, vol, labels=labels, inverse=inverse, threads=threads)
     with staged_file(out) as tmp:
         write_volume(tmp, warped.data, warped.affine, warped.file_dtype)
     return os.fspath(out)

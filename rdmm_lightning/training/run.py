@@ -275,6 +275,8 @@ data.batch_size=2, +model.weight_decay=1e-5). Without overrides: the quickstart 
 options:
   -h, --help   show this help and the config groups
   --cfg        print the composed config and exit
+  --threads N  CPU threads of this process (default: $RDMM_NUM_THREADS, else torch's; exported
+               as OMP_NUM_THREADS, so DDP processes get N each; DataLoader workers use 1)
 
 config groups:
 {groups}
@@ -288,20 +290,49 @@ def _help(prog: str) -> str:
     return HELP.format(prog=prog, groups=groups)
 
 
+def _pop_threads(args: list[str]) -> tuple[list[str], str | None]:
+    """``--threads N`` / ``--threads=N`` taken out of ``args``: (the rest, N as given)."""
+    rest: list[str] = []
+    value: str | None = None
+    items = iter(args)
+    for a in items:
+        if a == "--threads":
+            value = next(items, "")
+        elif a.startswith("--threads="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return rest, value
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
-    """Command-line entry: ``[--cfg] OVERRIDE ...``; one-line errors, exit code 2."""
+    """Command-line entry: ``[--cfg] [--threads N] OVERRIDE ...``; one-line errors, exit
+    code 2."""
+    from ..runtime import apply_process_threads
+
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(_help(prog))
         return 0
     show = "--cfg" in args
-    args = [a for a in args if a != "--cfg"]
+    args, threads = _pop_threads([a for a in args if a != "--cfg"])
+    try:
+        count = None if threads is None else int(threads)
+    except ValueError:
+        count = 0
+    if threads is not None and count < 1:
+        print(f"{prog}: error: --threads must be an integer >= 1; got {threads!r}", file=sys.stderr)
+        return 2
     try:
         composed = compose_train_config(args)
         if show:
             check_config(composed.cfg)
             print(OmegaConf.to_yaml(composed.cfg))
             return 0
+        try:
+            apply_process_threads(count)
+        except ValueError as exc:  # RDMM_NUM_THREADS
+            raise TrainingConfigError(str(exc)) from None
         run_training(composed)
     except TrainingConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -43,7 +43,8 @@ def test_precedence_and_model_defaults(tmp_path):
         yaml, ["energy_weight=3", "similarity_kwargs.window=5"], {"model": "lddmm", "device": None}
     )
     assert cfg["model"] == "lddmm" and cfg["energy_weight"] == 3 and cfg["solver"]["num_steps"] == 7
-    assert cfg["device"] == "cpu" and cfg["similarity_kwargs"] == {"window": 5}
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # "auto", resolved
+    assert cfg["device"] == expected_device and cfg["similarity_kwargs"] == {"window": 5}
     assert cfg["sigmas"] == list(DEFAULT_SIGMAS) and cfg["kernel_weights"] is not None
     rdmm = resolve_register_config(None, (), {"model": "rdmm"})
     assert rdmm["kernel_weights"] is None and rdmm["initial_h2"] == [0.1, 0.3, 0.3, 0.3]
