@@ -8,12 +8,14 @@
 Table 1, for vSVF, LDDMM and RDMM (4 Gaussians) at 2D 200x200 and 3D 40x96x96 (and 80x192x192
 for LDDMM and RDMM with ``--large``): the time of one right-hand-side evaluation; the "FFT
 floor" measured in the same run (exactly the rfftn -> multiply -> irfftn calls that right-hand
-side must make, at the same padded shapes and channel batching, with cached kernels, under
-no_grad); their ratio; a full rk4 shoot of 10 steps forward, and forward+backward with the
-default solver (each step recomputed in backward, ``checkpoint=True``) and with torchdiffeq
-keeping every step's graph (``checkpoint=False``), alternated in the same run, and their ratio;
-the peak memory of the default forward+backward. Every time is the median of ``--repeats`` runs
-after a warm-up, with [min-max].
+side makes with the exact FFT smoothing, at the same padded shapes and channel batching, with
+cached kernels, under no_grad); their ratio (in float32 the right-hand side smooths with the
+separable operator instead, "separable" in the smoothing column, and can beat that floor); a
+full rk4 shoot of 10 steps forward, and forward+backward with the default solver (each step
+recomputed in backward, ``checkpoint=True``) and with torchdiffeq keeping every step's graph
+(``checkpoint=False``), alternated in the same run, and their ratio; the peak memory of the
+default forward+backward. Every time is the median of ``--repeats`` runs after a warm-up, with
+[min-max].
 
 Table 2: peak memory of the forward+backward (CUDA: max allocated; CPU: sampled peak RSS growth
 of a fresh process) for 10, 20 and 40 rk4 steps, both solvers. A torchdiffeq row is skipped when
@@ -24,7 +26,8 @@ table to ``benchmarks/results/shooting_profile_rdmm.txt`` and where the time goe
 
 The load of the machine (1-minute load average, other processes above 10% CPU) is printed before
 and after each table: timings taken next to other jobs are not comparable between runs, only the
-ratios measured in one run.
+ratios measured in one run. On a shared machine use ``--threads 1``: two OpenMP threads on two
+busy cores wait for each other, and single runs then take up to 10x longer.
 """
 
 from __future__ import annotations
@@ -195,6 +198,8 @@ def _rhs_and_floor(model, shape, device, repeats):
             spec = torch.fft.rfftn(stack, s=kern.padded, dim=dims)  # N*D channels, N kernels
             torch.fft.irfftn(spec * kern.hat.unsqueeze(1), s=kern.padded, dim=dims)
 
+    if kern.separable is not None:
+        padded = f"separable; FFT {padded}"
     t = torch.zeros((), dtype=dtype, device=device)
     fns = {"rhs": lambda: dyn(t, state)}
     if floor_fn is not None:
@@ -375,7 +380,14 @@ def _labelled_finite_differences():
         fd._diff_forward, fd._diff_adjoint = forward, adjoint
 
 
+_MATRIX_PRODUCTS = ("aten::mm", "aten::bmm", "aten::matmul", "aten::addmm", "aten::baddbmm")
+
+
 def _category(event) -> str | None:
+    """Where an aten op's self time goes: finite differences (by their profiler range),
+    smoothing by FFT or by the separable operator (its matrix products), grid_sample, zero
+    fills (new gradient buffers; first touches of fresh memory count here), or the other
+    (mostly pointwise) ops; None for the events that are not aten ops."""
     node = event
     while node is not None:
         if node.name == "finite_differences":
@@ -385,9 +397,13 @@ def _category(event) -> str | None:
     if not name.startswith("aten::"):
         return None
     if "fft" in name:
-        return "FFT"
+        return "smoothing (FFT)"
+    if name in _MATRIX_PRODUCTS:
+        return "smoothing (separable: matrix products)"
     if "grid_sampler" in name:
         return "grid_sample"
+    if name in ("aten::fill_", "aten::zero_"):
+        return "zero fills (e.g. the backward of indexing)"
     return "pointwise/other"
 
 
@@ -512,7 +528,7 @@ def main() -> None:
     if not args.no_timing:
         print(_load_line("before"))
         print(
-            "| model | shape | padded FFT shape | RHS ms | FFT floor ms | RHS/floor | "
+            "| model | shape | smoothing (padded FFT shape) | RHS ms | FFT floor ms | RHS/floor | "
             "shoot fwd ms | fwd+bwd ms | fwd+bwd ms (torchdiffeq) | time ratio | peak MB |"
         )
         print("|" + "---|" * 11)
