@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..ops.channels import channels
 from ..ops.finite_differences import central_diff
 from ..ops.grid import identity_map
 from ..ops.smoothing import (
@@ -77,26 +78,29 @@ class RDMMDynamics(nn.Module):
         else:
             h = sample_field(h_state, phi_inv, self.spacing, padding_mode="border")
         v, nu = self.velocity(m, h)
-        ndim, n = len(self.spacing), h.shape[1]
-        # Sums over the small axes D and N are accumulated in place (addcmul_ saves only its
-        # factors, never the accumulator): no (B, N, D, *S) temporaries.
-        m_dot_nu = nu[:, :, 0] * m[:, 0:1]  # (B, N, *S): m . nu_i
+        ndim = len(self.spacing)
+        # Channels are taken with unbind (one stacking backward, no full-size zero fill per
+        # slice); sums over the small axes D and N are accumulated in place (addcmul_ saves only
+        # its factors, never the accumulator): no (B, N, D, *S) temporaries.
+        nu_d, m_d = channels(nu, dim=2), channels(m, keepdim=True)
+        m_dot_nu = nu_d[0] * m_d[0]  # (B, N, *S): m . nu_i
         for d in range(1, ndim):
-            m_dot_nu.addcmul_(nu[:, :, d], m[:, d : d + 1])
-        del nu  # the largest temporary: free it before the next ones (no_grad)
-        coupling = smooth_pre_weights_adjoint(m_dot_nu, self.weight_sigma, self.spacing)
+            m_dot_nu.addcmul_(nu_d[d], m_d[d])
+        del nu, nu_d  # the largest temporary: free it before the next ones (no_grad)
+        coupling = channels(smooth_pre_weights_adjoint(m_dot_nu, self.weight_sigma, self.spacing))
         del m_dot_nu
-        dm = epdiff_rhs(m, v, self.spacing)
-        dh = None
+        v_k = channels(v, keepdim=True)
+        extra_k, dh = [], None
         for k in range(ndim):
             grad_k = central_diff(h, k, self.spacing[k], ndim, "neumann")  # (B, N, *S)
-            extra = coupling[:, 0] * grad_k[:, 0]  # sum_i S^T(m . nu_i) d_k h_i
-            for i in range(1, n):
-                extra.addcmul_(coupling[:, i], grad_k[:, i])
-            dm[:, k].add_(extra)
+            grad_ki = channels(grad_k)
+            extra = coupling[0] * grad_ki[0]  # sum_i S^T(m . nu_i) d_k h_i
+            for i in range(1, len(grad_ki)):
+                extra.addcmul_(coupling[i], grad_ki[i])
+            extra_k.append(extra)
             if self.h_mode == "pde":
-                vk = v[:, k : k + 1]
-                dh = grad_k * vk if dh is None else dh.addcmul_(grad_k, vk)
+                dh = grad_k * v_k[k] if dh is None else dh.addcmul_(grad_k, v_k[k])
+        dm = epdiff_rhs(m, v, self.spacing).add_(torch.stack(extra_k, dim=1))
         dh = dh.neg_() if self.h_mode == "pde" else torch.zeros_like(h_state)
         out = (dm, dh, advect_map_rhs(phi_inv, v, self.spacing))
         if self.forward_map:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
+from ..ops.channels import channels
 from ..ops.finite_differences import central_diff
 from ..ops.smoothing import FourierKernels, weighted_convolve
 from ..ops.warp import sample_field
@@ -38,34 +40,37 @@ def epdiff_rhs(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     ``v`` (summation by parts), so ``<dm/dt, v> = 0`` and the discrete energy ``<m, K m>`` is
     conserved for momentum anywhere in the image, border included."""
     ndim = len(spacing)
+    vs = channels(v, keepdim=True)
     # In-place accumulation is autograd-safe here: central_diff saves nothing for backward and
     # addcmul_ saves only its factors, never the accumulator.
-    out = central_diff(m * v[:, 0:1], 0, spacing[0], ndim, MOMENTUM_BC)
+    out = central_diff(m * vs[0], 0, spacing[0], ndim, MOMENTUM_BC)
     for k in range(1, ndim):
-        out.add_(central_diff(m * v[:, k : k + 1], k, spacing[k], ndim, MOMENTUM_BC))
+        out.add_(central_diff(m * vs[k], k, spacing[k], ndim, MOMENTUM_BC))
     # (Dv^T m)_j = sum_k (d_j v_k) m_k
-    for j in range(ndim):
-        dvj = central_diff(v, j, spacing[j], ndim, MOMENTUM_BC)
-        out[:, j : j + 1] += (dvj * m).sum(dim=1, keepdim=True)
-    return out.neg_()
+    dv_t_m = [
+        (central_diff(v, j, spacing[j], ndim, MOMENTUM_BC) * m).sum(dim=1) for j in range(ndim)
+    ]
+    return out.add_(torch.stack(dv_t_m, dim=1)).neg_()
 
 
 def advect_map_rhs(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     """Eulerian transport of a pull-back map, ``d phi^{-1}/dt = -D(phi^{-1}) v``
     (central differences with linear extrapolation)."""
     ndim = len(spacing)
-    out = central_diff(phi, 0, spacing[0], ndim, "linear") * v[:, 0:1]
+    vs = channels(v, keepdim=True)
+    out = central_diff(phi, 0, spacing[0], ndim, "linear") * vs[0]
     for j in range(1, ndim):
-        out.addcmul_(central_diff(phi, j, spacing[j], ndim, "linear"), v[:, j : j + 1])
+        out.addcmul_(central_diff(phi, j, spacing[j], ndim, "linear"), vs[j])
     return out.neg_()
 
 
 def advect_scalar_rhs(h: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     """Advection of scalar fields ``h: (B, N, *S)``: ``dh/dt = -<grad h, v>`` (zero-Neumann)."""
     ndim = len(spacing)
-    out = central_diff(h, 0, spacing[0], ndim, "neumann") * v[:, 0:1]
+    vs = channels(v, keepdim=True)
+    out = central_diff(h, 0, spacing[0], ndim, "neumann") * vs[0]
     for k in range(1, ndim):
-        out.addcmul_(central_diff(h, k, spacing[k], ndim, "neumann"), v[:, k : k + 1])
+        out.addcmul_(central_diff(h, k, spacing[k], ndim, "neumann"), vs[k])
     return out.neg_()
 
 
@@ -89,10 +94,11 @@ def region_specific_velocity(
         ``v: (B, D, *S)`` and the stack ``nu: (B, N, D, *S)`` with ``nu_i = K_i * (w_i m)``.
     """
     nu = weighted_convolve(m, w, kernels)
+    nus, ws = channels(nu), channels(w, keepdim=True)
     # accumulated in place (no (B, N, D, *S) product): addcmul_ saves only its factors
-    v = nu[:, 0] * w[:, 0:1]
-    for i in range(1, w.shape[1]):
-        v.addcmul_(nu[:, i], w[:, i : i + 1])
+    v = nus[0] * ws[0]
+    for i in range(1, len(nus)):
+        v.addcmul_(nus[i], ws[i])
     return v, nu
 
 
