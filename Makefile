@@ -15,7 +15,7 @@ run: setup
 
 # Shoot a generated 2D and 3D example with vSVF, LDDMM and RDMM; figures in outputs/demo/.
 demo: setup
-	$(PYTHON) -m rdmm_lightning.demo
+	$(PYTHON) -m rdmm_lightning.cli.demo
 
 test: setup
 	$(PYTHON) -m pytest -q -ra

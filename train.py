@@ -1,7 +1,8 @@
 """Train a registration network: ``python train.py [experiment=NAME] [key=value ...]``.
 
-A thin wrapper around :func:`rdmm_lightning.training.main` (also ``rdmm train``); see
-``python train.py --help`` and ``configs/train.yaml``.
+A Hydra application (``@hydra.main`` on the packaged ``configs/train.yaml``, in
+:mod:`rdmm_lightning.training.app`; also ``rdmm train``): ``--help``, ``--cfg job``, ``--info``,
+``-m`` sweeps, ``hydra.run.dir=DIR`` and ``--shell-completion`` work as in any Hydra app.
 """
 
 import sys

@@ -32,8 +32,9 @@ from rdmm_lightning.metrics import fold_statistics, jacobian_determinant, mean_d
 from rdmm_lightning.ops.grid import domain_spacing
 from rdmm_lightning.ops.warp import warp_labels
 from rdmm_lightning.optimize import optimize_affine, optimize_deformable
+from rdmm_lightning.options import Model, SpacingMode, values
 
-DEFORMABLE = ("svf", "lddmm", "rdmm")
+DEFORMABLE = values(Model.deformable())
 IXI_DEFORMABLE: dict[str, Any] = {
     "sigmas": (0.05, 0.1, 0.15, 0.2),
     "similarity_kwargs": {"window": 5},
@@ -62,8 +63,9 @@ def _parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     for item in items:
         key, _, value = item.partition("=")
         model, _, name = key.partition(".")
-        if not name or model not in ("affine", *DEFORMABLE):
-            raise SystemExit(f"--set expects model.key=value (model affine/svf/lddmm/rdmm): {item}")
+        if not name or model not in values(Model):
+            names = "/".join(values(Model))
+            raise SystemExit(f"--set expects model.key=value (model {names}): {item}")
         try:
             out.setdefault(model, {})[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", type=int, default=0, help="start after this many pairs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default=",".join(DEFORMABLE))
-    parser.add_argument("--spacing", choices=("physical", "parity"), default="physical")
+    parser.add_argument("--spacing", choices=values(SpacingMode), default="physical")
     parser.add_argument("--set", action="append", default=[], help="model.key=value override")
     parser.add_argument("--no-ants", action="store_true", help="skip ANTs SyN even if installed")
     parser.add_argument("--progress", action="store_true")

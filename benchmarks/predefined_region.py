@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rdmm_lightning.data.synth2d import predefined_pre_weights
 from rdmm_lightning.metrics import mean_dice
 from rdmm_lightning.ops.grid import identity_map
 from rdmm_lightning.ops.warp import warp_labels
 from rdmm_lightning.optimize import optimize_deformable
+from rdmm_lightning.synthetic.synth2d import predefined_pre_weights
 from rdmm_lightning.viz import registration_figure, save_figure
 
 SIGMAS = (0.04, 0.06, 0.08, 0.2)

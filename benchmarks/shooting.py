@@ -50,6 +50,7 @@ from rdmm_lightning.ops import finite_differences as fd
 from rdmm_lightning.ops import gaussian_smooth, identity_map, normalize_pre_weights
 from rdmm_lightning.ops.grid import domain_spacing
 from rdmm_lightning.ops.smoothing import fft_convolve, fourier_gaussian_kernels
+from rdmm_lightning.options import Model, values
 from rdmm_lightning.shooting import SolverOptions, make_shooting_unit
 from rdmm_lightning.shooting.lddmm import EPDiffDynamics
 from rdmm_lightning.shooting.rdmm import RDMMDynamics
@@ -58,11 +59,11 @@ from rdmm_lightning.shooting.vsvf import VelocityAdvection
 SIGMAS = (0.05, 0.1, 0.15, 0.2)
 WEIGHTS = (0.1, 0.2, 0.3, 0.4)
 WEIGHT_SIGMA = 0.06
-MODELS = ("svf", "lddmm", "rdmm")
+MODELS = values(Model.deformable())
 SOLVERS = ("checkpoint", "torchdiffeq")
 SHAPES = [(200, 200), (40, 96, 96)]
 LARGE = [(80, 192, 192)]
-LARGE_MODELS = ("lddmm", "rdmm")
+LARGE_MODELS = values((Model.LDDMM, Model.RDMM))
 STEPS = 10
 PROFILE_OUT = Path(__file__).resolve().parent / "results" / "shooting_profile_rdmm.txt"
 

@@ -25,10 +25,10 @@ import statistics
 import numpy as np
 import torch
 
-from rdmm_lightning.data.synth2d import generate_synth2d_pair, pair_seed
 from rdmm_lightning.metrics import fold_statistics, jacobian_determinant, mean_dice
 from rdmm_lightning.ops.warp import warp_labels
 from rdmm_lightning.optimize import optimize_deformable
+from rdmm_lightning.synthetic.synth2d import generate_synth2d_pair, pair_seed
 
 REFERENCE_S = {("2D 128^2", "lddmm"): 95.0, ("2D 128^2", "rdmm"): 249.0}
 REFERENCE_S.update({("3D 48^3", "lddmm"): 67.0, ("3D 48^3", "rdmm"): 238.0})

@@ -36,13 +36,14 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
-from rdmm_lightning.data.synth2d import Synth2DPair, generate_synth2d_pair, pair_seed
 from rdmm_lightning.metrics import fold_statistics, jacobian_determinant, mean_dice
 from rdmm_lightning.models import RegistrationNetModule
 from rdmm_lightning.ops.warp import warp_labels
+from rdmm_lightning.options import Model, NetInput, values
+from rdmm_lightning.synthetic.synth2d import Synth2DPair, generate_synth2d_pair, pair_seed
 from rdmm_lightning.viz import save_figure
 
-MODELS = ("svf", "lddmm", "rdmm")
+MODELS = values(Model.deformable())
 
 
 def _tensors(pair: Synth2DPair) -> dict[str, torch.Tensor]:
@@ -243,7 +244,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--similarity", default="mk-lncc")
-    p.add_argument("--net-input", choices=("full", "low"), default="low")
+    p.add_argument("--net-input", choices=values(NetInput), default="low")
     p.add_argument("--val-every", type=int, default=5, help="validate every N epochs")
     p.add_argument("--out", default="checkpoints/synth2d_net")
     p.add_argument("--no-affine", action="store_true", help="skip the affine-opt baseline")

@@ -22,17 +22,18 @@ from typing import Any
 
 import torch
 
-from rdmm_lightning.data.synth2d import (
+from rdmm_lightning.metrics import fold_statistics, jacobian_determinant, mean_dice
+from rdmm_lightning.ops.warp import warp_labels
+from rdmm_lightning.optimize import optimize_affine, optimize_deformable
+from rdmm_lightning.options import Model, values
+from rdmm_lightning.synthetic.synth2d import (
     SYNTH2D_SIGMAS,
     generate_synth2d_pair,
     pair_seed,
     synth2d_pre_weights,
 )
-from rdmm_lightning.metrics import fold_statistics, jacobian_determinant, mean_dice
-from rdmm_lightning.ops.warp import warp_labels
-from rdmm_lightning.optimize import optimize_affine, optimize_deformable
 
-MODELS = ("affine", "svf", "lddmm", "rdmm", "rdmm-predefined")
+MODELS = (*values(Model), "rdmm-predefined")
 PREDEFINED_KWARGS: dict[str, Any] = {"energy_weight": 1.0}
 """Settings of the rdmm-predefined row beyond the library defaults: the ground-truth regularizer
 allows only the widest kernel (sigma 0.2) outside the foreground, so a lower energy weight

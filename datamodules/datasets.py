@@ -5,7 +5,7 @@ Batch format (what the LightningModules rely on), from :func:`collate_pairs`:
 * ``source``, ``target``: float32 ``(B, 1, *S)`` in [0, 1] (2D images give ``(B, 1, X, Y)``);
 * ``source_label``, ``target_label``: int64 ``(B, 1, *S)``, present only when labels are loaded;
 * ``source_path``, ``target_path``: lists of ``B`` str (the image files);
-* ``spacing``: float32 ``(B, D)``, the target's physical spacing (mm) after preprocessing.
+* ``spacing``: float32 ``(B, D)``, the target's voxel size (mm) after preprocessing.
 
 Training items are keyed by ``(epoch, position, source, target)`` tuples that
 :class:`~datamodules.samplers.EpochPairSampler` yields. A pair whose volume cannot be read is
@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from .faults import DataFaultError, FaultTracker
 from .pool import PairTable, VolumeTable
 from .sampling import PairSampling, epoch_rng
-from .volumes import Volume, VolumeLoader, VolumeReadError
+from .volumes import LabelledVolume, VolumeLoader, VolumeReadError
 
 __all__ = ["TrainPairDataset", "EvalPairDataset", "collate_pairs", "PairKey"]
 
@@ -35,18 +35,22 @@ PairKey = tuple[int, int, int, int]
 
 
 def _item(
-    source: Volume, target: Volume, source_path: str, target_path: str, labels: bool
+    source: LabelledVolume,
+    target: LabelledVolume,
+    source_path: str,
+    target_path: str,
+    labels: bool,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "source": source.image,
-        "target": target.image,
+        "source": source.image.data,
+        "target": target.image.data,
         "source_path": source_path,
         "target_path": target_path,
-        "spacing": torch.tensor(target.spacing, dtype=torch.float32),
+        "spacing": torch.tensor(target.image.voxel_size_mm, dtype=torch.float32),
     }
     if labels:
-        item["source_label"] = source.label
-        item["target_label"] = target.label
+        item["source_label"] = source.label.data
+        item["target_label"] = target.label.data
     return item
 
 
@@ -103,7 +107,7 @@ class TrainPairDataset(Dataset):
             "replacements; check the data (see the logged unreadable files)"
         )
 
-    def _volume(self, i: int, where: tuple[int, ...]) -> Volume | None:
+    def _volume(self, i: int, where: tuple[int, ...]) -> LabelledVolume | None:
         if self.tracker.is_bad(i):
             return None
         seed = None
@@ -154,7 +158,7 @@ class EvalPairDataset(Dataset):
             self.labels,
         )
 
-    def _volume(self, i: int) -> Volume:
+    def _volume(self, i: int) -> LabelledVolume:
         table = self.pairs.volumes
         flip = bool(self.flips[i]) if self.flips is not None else False
         return self.loader.load(table.path(i), table.label(i) if self.labels else None, flip)

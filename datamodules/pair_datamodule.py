@@ -17,6 +17,12 @@ The samplers subclass ``DistributedSampler`` so Lightning never replaces them; c
 trainer with ``use_distributed_sampler=False`` all the same. Rank and world size come from the
 attached trainer, else from ``torch.distributed``, else ``(0, 1)``.
 
+Preprocessing. Every volume goes through one
+:class:`~rdmm_lightning.io.preprocessing.PreprocessingConfig` (``self.preprocessing``). Its plain
+dict replaces the ``preprocessing`` option in the hyper-parameters, which Lightning stores in
+every checkpoint (``checkpoint["datamodule_hyper_parameters"]``); ``rdmm infer`` and
+``rdmm evaluate --checkpoint`` replay it on new pairs.
+
 Faults. In training, an unreadable volume is logged once with its path, recorded in shared
 memory visible to all workers of the rank (:mod:`datamodules.faults`), and its pair is replaced
 by a pair drawn from ``(seed, epoch, position, attempt)``; too many unreadable volumes raise
@@ -88,7 +94,9 @@ class PairDataModule(pl.LightningDataModule):
         side_column: column with left/right (pool column; ``source_<col>``/``target_<col>`` in
             pair lists).
         flip_to_side: ``"left"`` or ``"right"``: flip the other side's volumes left/right.
-        preprocessing: :class:`~datamodules.preprocessing.PreprocessingConfig` options.
+        preprocessing: :class:`~rdmm_lightning.io.preprocessing.PreprocessingConfig` options;
+            the resolved record (every field) replaces them in ``hparams``, so checkpoints hold
+            it and ``rdmm infer`` replays it.
         augmentation: ``{torchio Random* class name: kwargs}`` for training volumes.
         cache_dir: folder of an on-disk cache of preprocessed volumes.
         batch_size, eval_batch_size: per-rank batch sizes (eval defaults to ``batch_size``).
@@ -176,6 +184,9 @@ class PairDataModule(pl.LightningDataModule):
             dict.fromkeys(_names(group_columns) + self.same_group + _names(side_column))
         )
         self.preprocessing = PreprocessingConfig.from_mapping(_plain(preprocessing))
+        # the complete record in the hyper-parameters: Lightning writes them into every
+        # checkpoint ("datamodule_hyper_parameters"), where `rdmm infer` finds them
+        self.hparams["preprocessing"] = self.preprocessing.to_dict()
         if self.flip_to_side is not None and not self.preprocessing.canonical:
             raise ValueError("flip_to_side needs preprocessing.canonical=true")
         self.augmentation = build_augmentation(_plain(augmentation))

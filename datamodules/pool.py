@@ -5,7 +5,8 @@ paths, int32 codes for subjects and group columns). There is no Python object pe
 22,950-entry index costs a few MB and DataLoader workers forked from the main process do not copy
 it page by page through reference counting (the well-known growth of Python lists in workers).
 
-Relative paths in a CSV are relative to the CSV's folder.
+Relative paths in a CSV are relative to the CSV's folder. Pair lists are read by the one
+pair-list reader of the package (:func:`rdmm_lightning.io.pairs.read_pairs_csv`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from rdmm_lightning.io.pairs import read_pairs_csv
 
 __all__ = ["VolumeTable", "PairTable", "read_pool_csv", "read_pool_folder", "read_pair_csv"]
 
@@ -202,77 +205,52 @@ def read_pool_folder(
 def read_pair_csv(
     csv_path: str | Path, require_labels: bool = True, side_column: str | None = None
 ) -> PairTable:
-    """Read a fixed pair list (``source,target[,source_label,target_label]``).
+    """Read a fixed pair list (``source,target[,source_label,target_label]``) with the pair-list
+    reader of ``rdmm evaluate`` (:func:`rdmm_lightning.io.pairs.read_pairs_csv`).
 
     Args:
         csv_path: the CSV; relative paths inside are relative to its folder.
-        require_labels: every pair must name both label files, which must exist (ValueError
-            naming the row and file otherwise).
+        require_labels: every pair must name both label files (ValueError naming the line
+            otherwise).
         side_column: when set, columns ``source_<side_column>`` and ``target_<side_column>`` are
             read into the group column ``side_column`` (used to flip volumes to one side).
 
-    Image files must exist; ValueError names the first missing one.
+    Every named file must exist; ValueError names the line, column and file of the first
+    missing one.
     """
-    path, header, rows = _read_rows(csv_path)
-    base = path.parent
-    cols = {c: _cell(rows, _column(path, header, c, "pairs")) for c in ("source", "target")}
-    has_labels = "source_label" in header and "target_label" in header
-    if require_labels and not has_labels:
-        raise ValueError(
-            f"{path}: labels are required but columns source_label/target_label are "
-            f"missing; columns: {header}"
-        )
-    if has_labels:
-        for c in ("source_label", "target_label"):
-            cols[c] = _cell(rows, header.index(c))
-    if side_column is not None:
-        for side in ("source", "target"):
-            col = f"{side}_{side_column}"
-            cols[col] = _cell(rows, _column(path, header, col, "side_column"))
+    path = Path(os.path.expanduser(str(csv_path)))
+    sides = () if side_column is None else tuple(f"{s}_{side_column}" for s in ("source", "target"))
+    rows = read_pairs_csv(path, image_types=False, extra_columns=sides, allow_empty=True)
+    labelled = any(row.has_labels for row in rows)
+    if require_labels and rows:
+        if not labelled:
+            raise ValueError(
+                f"{path}: labels are required but no row names source_label/target_label"
+            )
+        for row in rows:
+            if not row.has_labels:
+                raise ValueError(
+                    f"{path}, line {row.line}: missing source_label for {row.source} "
+                    "(labels are required)"
+                )
     index: dict[str, int] = {}
     volumes: list[dict[str, str]] = []
     pairs = np.zeros((len(rows), 2), dtype=np.int64)
-    for k in range(len(rows)):
+    for k, row in enumerate(rows):
         for s, side in enumerate(("source", "target")):
-            vol = _pair_volume(path, base, cols, side, k, has_labels, require_labels, side_column)
+            vol = {"path": getattr(row, side), "label": getattr(row, f"{side}_label") or ""}
+            if side_column is not None:
+                vol["side"] = row.extra[f"{side}_{side_column}"]
             key = vol["path"]
             if key not in index:
                 index[key] = len(volumes)
                 volumes.append(vol)
             elif volumes[index[key]] != vol:
-                raise ValueError(f"{path}: row {k + 2}: {key} appears with different label/side")
+                raise ValueError(
+                    f"{path}, line {row.line}: {key} appears with different label/side"
+                )
             pairs[k, s] = index[key]
-    return PairTable(_pair_volume_table(volumes, has_labels, side_column), pairs)
-
-
-def _pair_volume(
-    path: Path,
-    base: Path,
-    cols: dict[str, list[str]],
-    side: str,
-    k: int,
-    has_labels: bool,
-    require_labels: bool,
-    side_column: str | None,
-) -> dict[str, str]:
-    where = f"{path}: row {k + 2}"
-    image = cols[side][k]
-    if not image:
-        raise ValueError(f"{where}: empty {side!r} cell")
-    vol = {"path": _resolve(base, image), "label": ""}
-    if not os.path.isfile(vol["path"]):
-        raise ValueError(f"{where}: {side} image file not found: {vol['path']}")
-    if has_labels:
-        label = cols[f"{side}_label"][k]
-        if not label and require_labels:
-            raise ValueError(f"{where}: missing {side}_label for {vol['path']}")
-        if label:
-            vol["label"] = _resolve(base, label)
-            if not os.path.isfile(vol["label"]):
-                raise ValueError(f"{where}: {side}_label file not found: {vol['label']}")
-    if side_column is not None:
-        vol["side"] = cols[f"{side}_{side_column}"][k]
-    return vol
+    return PairTable(_pair_volume_table(volumes, labelled, side_column), pairs)
 
 
 def _pair_volume_table(

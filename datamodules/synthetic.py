@@ -1,10 +1,10 @@
 """Generating the built-in synthetic datasets on first use (no download).
 
-``synth2d`` (moving 2D shapes, :mod:`rdmm_lightning.data.synth2d`) is written as three fixed
+``synth2d`` (moving 2D shapes, :mod:`rdmm_lightning.synthetic.synth2d`) is written as three fixed
 pair lists: ``train/pairs.csv``, ``val/pairs.csv``, ``test/pairs.csv`` (the test split defaults
 to the paper's 40 pairs with seed 2018).
 
-``synth3d`` (knee phantoms, :mod:`rdmm_lightning.data.synth3d`) is written as a training pool
+``synth3d`` (knee phantoms, :mod:`rdmm_lightning.synthetic.synth3d`) is written as a training pool
 ``train/pool.csv`` and a disjoint evaluation pool ``eval/pool.csv`` whose subjects form fixed
 cross-subject pairs ``eval/pairs_val.csv`` and ``eval/pairs_test.csv`` (with labels and sides).
 
@@ -62,15 +62,15 @@ SYNTHETIC: dict[str, dict[str, Any]] = {"synth2d": SYNTH2D_DEFAULTS, "synth3d": 
 def _generator(kind: str) -> Callable[..., Path]:
     try:
         if kind == "synth2d":
-            from rdmm_lightning.data.synth2d import write_synth2d
+            from rdmm_lightning.synthetic.synth2d import write_synth2d
 
             return write_synth2d
-        from rdmm_lightning.data.synth3d import write_synth3d_pool
+        from rdmm_lightning.synthetic.synth3d import write_synth3d_pool
 
         return write_synth3d_pool
     except Exception as err:  # the generators are optional at import time
         raise ValueError(
-            f"synthetic={kind!r} needs rdmm_lightning.data.{kind}, which cannot be "
+            f"synthetic={kind!r} needs rdmm_lightning.synthetic.{kind}, which cannot be "
             f"imported: {type(err).__name__}: {err}"
         ) from err
 

@@ -1,89 +1,45 @@
-"""Reading one volume (and its label map) through TorchIO, checked and preprocessed.
+"""Reading one volume (and its label map), preprocessed through TorchIO and cached.
 
-NIfTI files are read with nibabel rather than TorchIO's default SimpleITK reader: SimpleITK
-silently fills a truncated ``.nii.gz`` with zeros, nibabel raises. Images with non-finite values
-are rejected too. Other formats (NRRD, MHA, ...) use TorchIO's reader.
+Files are read by the package's one reader (:func:`rdmm_lightning.io.read_image` and
+:func:`~rdmm_lightning.io.read_label_map`: NIfTI through nibabel, which raises on a truncated
+``.nii.gz`` where SimpleITK would fill zeros; NRRD, MetaImage, PNG, TIFF, ... through SimpleITK;
+non-finite images and non-integer label maps rejected) into the one volume type,
+:class:`~rdmm_lightning.io.Volume`, whose TorchIO images go through the preprocessing and the
+augmentation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
-import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
-from torchio.data.io import read_image
+
+from rdmm_lightning.io import Volume, read_image, read_label_map
 
 from .cache import VolumeCache
 from .preprocessing import PreprocessingConfig, build_preprocessing
 
-__all__ = ["Volume", "VolumeLoader", "VolumeReadError", "read_image_checked", "read_label_checked"]
+__all__ = ["LabelledVolume", "VolumeLoader", "VolumeReadError"]
 
 
 class VolumeReadError(OSError):
     """A volume or its label map could not be read or preprocessed."""
 
     def __init__(self, path: str, cause: BaseException) -> None:
-        super().__init__(f"{path}: {type(cause).__name__}: {cause}")
+        text = str(cause)
+        named = text if text.startswith(path) else f"{path}: {type(cause).__name__}: {text}"
+        super().__init__(named)
         self.path = path
 
 
-@dataclass(frozen=True)
-class Volume:
-    """A preprocessed volume: ``image`` ``(1, *S)`` float32 in [0, 1], ``label`` ``(1, *S)``
-    int64 or None, ``spacing`` (mm, ``len(S)`` entries)."""
+class LabelledVolume(NamedTuple):
+    """A preprocessed image (``data (1, *S)`` float32 in [0, 1]) and its label map on the same
+    grid (``data (1, *S)`` int64), or None."""
 
-    image: torch.Tensor
-    label: torch.Tensor | None
-    spacing: tuple[float, ...]
-
-
-def _channels_first(data: np.ndarray, path: str) -> np.ndarray:
-    if data.ndim == 2:
-        data = data[..., None, None]
-    elif data.ndim == 3:
-        data = data[..., None]
-    elif data.ndim == 5 and data.shape[3] == 1:
-        data = data[:, :, :, 0, :]
-    if data.ndim != 4 or data.shape[3] != 1:
-        raise ValueError(f"{path}: expected a single-channel 2D or 3D image; got {data.shape}")
-    return data.transpose(3, 0, 1, 2)
-
-
-def _read(path: str, label: bool) -> tuple[torch.Tensor, np.ndarray]:
-    name = str(path).lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        tensor, affine = read_image(path)
-        return (tensor.round().to(torch.int32) if label else tensor.float()), affine
-    img = nib.load(str(path), mmap=False)
-    if label:
-        data = np.asanyarray(img.dataobj)
-        data = np.rint(data) if data.dtype.kind == "f" else data
-        data = data.astype(np.int32)
-    else:
-        data = img.get_fdata(dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(_channels_first(data, path))), img.affine
-
-
-def read_image_checked(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-    """TorchIO reader for intensity images: float32 ``(1, X, Y, Z)``; raises on any defect."""
-    try:
-        tensor, affine = _read(str(path), label=False)
-    except Exception as err:
-        raise OSError(f"cannot read {path}: {type(err).__name__}: {err}") from err
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{path}: image has non-finite values")
-    return tensor, affine
-
-
-def read_label_checked(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-    """TorchIO reader for label maps: int32 ``(1, X, Y, Z)``; raises on any defect."""
-    try:
-        return _read(str(path), label=True)
-    except Exception as err:
-        raise OSError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+    image: Volume
+    label: Volume | None
 
 
 class VolumeLoader:
@@ -109,7 +65,7 @@ class VolumeLoader:
 
     def load(
         self, path: str, label: str | None = None, flip: bool = False, seed: int | None = None
-    ) -> Volume:
+    ) -> LabelledVolume:
         """One volume; ``seed`` makes the augmentation reproducible. Raises VolumeReadError."""
         try:
             entry = None if self.cache is None else self.cache.get(path, label, flip)
@@ -119,15 +75,17 @@ class VolumeLoader:
                     self.cache.put(path, label, flip, entry)
             if self.augmentation is not None:
                 entry = self._augment(entry, seed)
-            return _to_volume(entry)
+            return _to_volumes(entry)
         except Exception as err:
             where = path if label is None else f"{path} (label {label})"
             raise VolumeReadError(where, err) from err
 
     def _preprocess(self, path: str, label: str | None, flip: bool) -> dict[str, torch.Tensor]:
-        images = {"image": tio.ScalarImage(path, reader=read_image_checked)}
-        if label is not None:
-            images["label"] = tio.LabelMap(label, reader=read_label_checked)
+        images = {"image": read_image(path).image}
+        if label is not None:  # int32: TorchIO's nibabel-based steps refuse int64 data
+            labels = read_label_map(label)
+            data = labels.image.data.to(torch.int32)
+            images["label"] = tio.LabelMap(tensor=data, affine=labels.affine)
         subject = self.pipelines[flip](tio.Subject(images))
         return _entry(subject)
 
@@ -144,6 +102,8 @@ class VolumeLoader:
 
 
 def _entry(subject: tio.Subject) -> dict[str, torch.Tensor]:
+    """The cache entry of a preprocessed subject: ``image`` ``(1, X, Y, Z)`` float32, ``affine``
+    ``(4, 4)`` float64 and ``label`` (when loaded)."""
     image = subject["image"]
     entry = {
         "image": image.data.float().contiguous(),
@@ -160,16 +120,13 @@ def _entry(subject: tio.Subject) -> dict[str, torch.Tensor]:
     return entry
 
 
-def _to_volume(entry: dict[str, torch.Tensor]) -> Volume:
-    image = entry["image"]
-    label = entry.get("label")
+def _to_volumes(entry: dict[str, torch.Tensor]) -> LabelledVolume:
+    """A cache entry as volumes (2D when the third TorchIO axis is a singleton)."""
+    affine = entry["affine"].numpy()
+    image = tio.ScalarImage(tensor=entry["image"].float().contiguous(), affine=affine)
     dim = 2 if image.shape[-1] == 1 else 3
-    if dim == 2:
-        image = image[..., 0]
-        label = None if label is None else label[..., 0]
-    spacing = torch.linalg.vector_norm(entry["affine"][:3, :3], dim=0)[:dim]
-    return Volume(
-        image.float().contiguous(),
-        None if label is None else label.to(torch.int64).contiguous(),
-        tuple(float(s) for s in spacing),
-    )
+    label = None
+    if "label" in entry:
+        data = entry["label"].to(torch.int64).contiguous()
+        label = Volume.from_torchio(tio.LabelMap(tensor=data, affine=affine), dim)
+    return LabelledVolume(Volume.from_torchio(image, dim), label)

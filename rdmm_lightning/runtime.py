@@ -9,7 +9,8 @@ work and restores the previous one; :func:`resolve_device` turns ``--device`` in
 Where the rule is applied: the registration step of ``rdmm register``/``rdmm evaluate --model``
 and :func:`rdmm_lightning.register` (:func:`rdmm_lightning.pipeline.register.register_pair`,
 working grid known), the network step of ``rdmm infer``/``rdmm evaluate --checkpoint``
-(:func:`rdmm_lightning.pipeline.network.register_with_network`), ``rdmm warp`` and
+(:meth:`rdmm_lightning.pipeline.network.Network.predict`, called from
+:func:`rdmm_lightning.pipeline.run.infer`), ``rdmm warp`` and
 :func:`rdmm_lightning.warp` (the transform's grid), ``rdmm data`` (the image size). Training
 (``rdmm train``/``train.py``) honours only an explicit request: :func:`apply_process_threads`.
 """

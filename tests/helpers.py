@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rdmm_lightning.ops import gaussian_smooth, identity_map, normalize_pre_weights
@@ -51,3 +53,23 @@ def scale_to_displacement(shoot, m0: torch.Tensor, target_voxels: float, **kw) -
         d = max_displacement_voxels(shoot(m0, **kw).phi_inv)
         m0 = m0 * (target_voxels / d)
     return m0
+
+
+def rotation_affine(angle: float, centre, shift, dim: int = 2) -> torch.Tensor:
+    """Pull-back matrix ``(1, D, D + 1)`` float64: rotation by ``angle`` (first two axes) about
+    ``centre``, then ``shift``."""
+    a = torch.eye(dim, dtype=torch.float64)
+    c, s = math.cos(angle), math.sin(angle)
+    a[0, 0], a[0, 1], a[1, 0], a[1, 1] = c, -s, s, c
+    centre = torch.as_tensor(centre, dtype=torch.float64)
+    b = centre - a @ centre + torch.as_tensor(shift, dtype=torch.float64)
+    return torch.cat([a, b[:, None]], dim=1)[None]
+
+
+def inside_domain(points: torch.Tensor, shape, spacing) -> torch.Tensor:
+    """``(B, D, *S)`` mask (repeated over D) of map values ``points: (B, D, *S)`` inside the
+    grid's domain."""
+    ok = torch.ones_like(points[:, :1], dtype=torch.bool)
+    for d, (n, h) in enumerate(zip(shape, spacing)):
+        ok &= (points[:, d : d + 1] >= 0) & (points[:, d : d + 1] <= (n - 1) * h)
+    return ok.expand_as(points)

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from rdmm_lightning.cli.main import CLIError, add_threads_option
+from rdmm_lightning.options import Side, values
 
-__all__ = ["register"]
+__all__ = ["add_parser"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` parser with its ``synth2d`` and ``synth3d`` sub-commands."""
     parser = subparsers.add_parser(
         "data",
@@ -62,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p3.add_argument(
         "--sides",
         nargs="+",
-        choices=("left", "right"),
-        default=["left", "right"],
+        choices=values(Side),
+        default=list(values(Side)),
         help="knees per subject and visit (default left right)",
     )
     add_threads_option(p3)
@@ -92,8 +93,8 @@ def _threads(threads: int | None, voxels: int) -> AbstractContextManager[int]:
 
 
 def _run_synth2d(args: argparse.Namespace) -> int:
-    from rdmm_lightning.data.nifti import DatasetDirError
-    from rdmm_lightning.data.synth2d import write_synth2d
+    from rdmm_lightning.synthetic.nifti import DatasetDirError
+    from rdmm_lightning.synthetic.synth2d import write_synth2d
 
     if args.pairs < 1:
         raise CLIError(f"--pairs must be >= 1; got {args.pairs}")
@@ -112,8 +113,8 @@ def _run_synth2d(args: argparse.Namespace) -> int:
 
 
 def _run_synth3d(args: argparse.Namespace) -> int:
-    from rdmm_lightning.data.nifti import DatasetDirError
-    from rdmm_lightning.data.synth3d import write_synth3d_pool
+    from rdmm_lightning.synthetic.nifti import DatasetDirError
+    from rdmm_lightning.synthetic.synth3d import write_synth3d_pool
 
     if args.subjects < 1:
         raise CLIError(f"--subjects must be >= 1; got {args.subjects}")

@@ -2,9 +2,11 @@
 
 Each sub-command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed arguments, returning an exit code). Errors a user can fix
-raise :class:`CLIError` and end with a one-line message and exit code 2. Every sub-command
+raise :class:`CLIError` and end with a one-line message and exit code 2 (:func:`user_error`
+turns the pipeline's one-line ``ValueError`` s into it, naming options as flags). Every sub-command
 takes ``--threads N`` (:func:`add_threads_option`); those that compute on a device take
 ``--device auto|cpu|cuda[:N]`` (:func:`add_device_option`); see :mod:`rdmm_lightning.runtime`.
+``rdmm --version`` prints the package version.
 """
 
 from __future__ import annotations
@@ -12,15 +14,45 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 from typing import NoReturn
 
-__all__ = ["main", "CLIError", "add_device_option", "add_threads_option"]
+__all__ = [
+    "main",
+    "CLIError",
+    "OPTION_FLAGS",
+    "add_device_option",
+    "add_threads_option",
+    "user_error",
+]
 
 SUBCOMMANDS = ("register", "infer", "warp", "evaluate", "data", "train")
+
+OPTION_FLAGS = {
+    "checkpoint": "--checkpoint",
+    "config": "--config",
+    "device": "--device",
+    "max_time": "--max-time",
+    "model": "--model",
+    "num_steps": "--num-steps",
+    "overrides": "key=value",
+    "refine_steps": "--refine-steps",
+    "threads": "--threads",
+}
+"""How the command line names the pipeline's options in error messages."""
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
+
+
+def user_error(exc: ValueError) -> CLIError:
+    """A pipeline error as a :class:`CLIError`: one line, options named as flags
+    (:class:`~rdmm_lightning.pipeline.config.OptionError`)."""
+    from rdmm_lightning.pipeline.config import OptionError
+
+    text = exc.named(OPTION_FLAGS) if isinstance(exc, OptionError) else str(exc)
+    return CLIError(" ".join(text.split()))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -66,9 +98,12 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rdmm_lightning._version import __version__
+
     parser = OneLineParser(
         prog="rdmm", description="RDMM / LDDMM / vSVF diffeomorphic registration"
     )
+    parser.add_argument("--version", action="version", version=f"rdmm-lightning {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         try:
@@ -77,13 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"rdmm_lightning.cli.{name}":
                 raise
             continue
-        module.register(sub)
+        module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()  # a command's --max-time counts from here (args.started)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     try:
         if getattr(args, "threads", 0) is None:  # --threads not given: check the variable now
             _check_thread_variable()

@@ -2,7 +2,8 @@
 
 * ``rdmm warp --transform DIR --moving F --out F [--labels] [--inverse]``: resample a
   source-space image into the target grid (``--inverse``: a target-space image into the source
-  grid); ``--labels`` uses nearest neighbour and keeps the integer type.
+  grid); ``--labels`` uses nearest neighbour and keeps the integer type. Without it, an
+  integer image with few distinct values (a label map?) gets a one-line warning on stderr.
 * ``rdmm warp --transform DIR --points P.csv --out Q.csv [--inverse]``: map physical points
   (CSV header ``x,y,z`` or ``x,y``, LPS mm as in ITK/ANTs) from the target to the source
   (``--inverse``: from the source to the target).
@@ -14,10 +15,12 @@ the output grid, :func:`rdmm_lightning.runtime.choose_num_threads`; one for poin
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
-from rdmm_lightning.cli.main import CLIError, add_threads_option
+from rdmm_lightning.cli.main import CLIError, add_threads_option, user_error
 
-__all__ = ["register"]
+__all__ = ["add_parser"]
 
 DESCRIPTION = """\
 Apply the transform of a registration folder (written by 'rdmm register' or 'rdmm infer').
@@ -27,7 +30,7 @@ Images: --moving lives in the source's physical space and is resampled into the 
 positions (--inverse: source points -> target positions)."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``warp`` parser."""
     parser = subparsers.add_parser(
         "warp",
@@ -53,25 +56,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rdmm_lightning.pipeline.transform import warp_file, warp_points_csv
-    from rdmm_lightning.runtime import choose_num_threads, num_threads
+    from rdmm_lightning.pipeline.transform import LabelMapWarning, transform_points, warp_image
 
     if args.points is not None and args.labels:
         raise CLIError("--labels applies to --moving images, not to --points")
-    try:
-        if args.points is not None:
-            with num_threads(choose_num_threads(args.threads, 1)):  # light: 1 unless asked
-                out = warp_points_csv(args.transform, args.points, args.out, inverse=args.inverse)
+    options = {"inverse": args.inverse, "threads": args.threads}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LabelMapWarning)
+        try:
+            if args.points is not None:
+                transform_points(args.transform, args.points, args.out, **options)
+            else:
+                warp_image(args.transform, args.moving, args.out, labels=args.labels, **options)
+        except ValueError as exc:
+            raise user_error(exc) from exc
+    for w in caught:
+        if issubclass(w.category, LabelMapWarning):
+            print(f"rdmm warp: warning: {w.message}", file=sys.stderr)
         else:
-            out = warp_file(
-                args.transform,
-                args.moving,
-                args.out,
-                labels=args.labels,
-                inverse=args.inverse,
-                threads=args.threads,
-            )
-    except ValueError as exc:
-        raise CLIError(" ".join(str(exc).split())) from exc
-    print(f"wrote {out}")
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    print(f"wrote {args.out}")
     return 0

@@ -1,4 +1,5 @@
-"""Images and label maps in physical space: the :class:`Volume` container and the readers.
+"""Images, label maps and vector fields in physical space: the one :class:`Volume` type (a
+TorchIO image) and the one reader of image files.
 
 Conventions
 -----------
@@ -7,24 +8,39 @@ Conventions
 * ``Volume.affine`` is a ``(4, 4)`` float64 matrix mapping a voxel index ``(i, j, k, 1)`` to world
   **RAS** millimetres (the nibabel convention). 2D volumes keep a 4x4 affine; their index is
   ``(i, j, 0)`` and their world coordinates are the first two RAS components (what ITK does with a
-  2D NIfTI: it keeps the in-plane 2x2 block).
+  2D NIfTI: it keeps the in-plane 2x2 block). :meth:`Volume.grid` gives the volume's
+  :class:`~rdmm_lightning.grid.Grid` (index / world / domain coordinates).
+* ``Volume.image`` is the TorchIO image holding both (``tio.LabelMap`` for integer data,
+  ``tio.ScalarImage`` otherwise; TorchIO's ``(C, X, Y, Z)`` tensor, ``Z = 1`` for 2D volumes), so a
+  volume goes through TorchIO transforms as it is (:mod:`rdmm_lightning.io.preprocessing`, the data
+  modules) and :meth:`Volume.from_torchio` turns the result back.
 * ITK/SimpleITK physical space is **LPS**: ``p_LPS = diag(-1, -1, 1) p_RAS``. Readers and writers
   that go through SimpleITK convert origin/direction/spacing with :func:`affine_from_itk` and
   :func:`itk_from_affine`.
+
+Files are read by :func:`read_image` and :func:`read_label_map` (one loader: NIfTI through
+nibabel, which raises on a truncated ``.nii.gz`` where SimpleITK fills zeros; NRRD, MetaImage and
+the 2D formats PNG, JPEG, BMP and TIFF through SimpleITK). Every problem is a one-line
+ValueError that starts with the file's path. TorchIO is imported when the first volume is made.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..ops.grid import domain_spacing
+from ..grid import Grid, resampled_affine, voxel_size_mm
+from ..ops.resample import resample_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torchio as tio
 
 __all__ = [
     "Volume",
@@ -34,17 +50,19 @@ __all__ = [
     "itk_from_affine",
     "NIFTI_SUFFIXES",
     "ITK_SUFFIXES",
+    "IMAGE_2D_SUFFIXES",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-@dataclass
 class Volume:
-    """An image, label map or vector field on a voxel grid in physical space.
+    """An image, label map or vector field on a voxel grid in physical space, held as one
+    TorchIO image (see the module docstring).
 
-    Attributes:
+    Args:
         data: ``(C, *S)``; float32 for images (C = 1), int64 for label maps (C = 1),
             ``C = D`` for displacement fields.
         affine: ``(4, 4)`` voxel index -> world RAS mm.
@@ -53,42 +71,113 @@ class Volume:
             outputs can keep it.
     """
 
-    data: Tensor
-    affine: np.ndarray
-    path: str | None = None
-    file_dtype: str | None = None
+    __slots__ = ("image", "dim", "path", "file_dtype")
 
-    def __post_init__(self) -> None:
-        self.affine = np.asarray(self.affine, dtype=np.float64)
-        if self.affine.shape != (4, 4):
-            raise ValueError(f"affine must be (4, 4); got {self.affine.shape}")
-        if self.data.dim() not in (3, 4):
-            raise ValueError(
-                f"data must be (C, *S) with 2 or 3 spatial dims; got {tuple(self.data.shape)}"
-            )
+    def __init__(
+        self,
+        data: Tensor,
+        affine: np.ndarray,
+        path: str | None = None,
+        file_dtype: str | None = None,
+    ) -> None:
+        import torchio as tio
+
+        if not isinstance(data, Tensor) or data.dim() not in (3, 4):
+            got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
+            raise ValueError(f"data must be (C, *S) with 2 or 3 spatial dims; got {got}")
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"affine must be (4, 4); got {affine.shape}")
+        kind = tio.ScalarImage if torch.is_floating_point(data) else tio.LabelMap
+        tensor = data.unsqueeze(-1) if data.dim() == 3 else data
+        self.image: tio.Image = kind(tensor=tensor, affine=affine)
+        self.dim = data.dim() - 1
+        self.path = path
+        self.file_dtype = file_dtype
+
+    @classmethod
+    def from_torchio(
+        cls,
+        image: tio.Image,
+        dim: int | None = None,
+        path: str | None = None,
+        file_dtype: str | None = None,
+    ) -> Volume:
+        """Wrap a TorchIO image ``(C, X, Y, Z)``; ``dim`` 2 or 3 (default: 2 when ``Z = 1``)."""
+        dim = (2 if image.shape[-1] == 1 else 3) if dim is None else int(dim)
+        if dim not in (2, 3) or (dim == 2 and image.shape[-1] != 1):
+            raise ValueError(f"cannot read a {dim}D volume from a TorchIO image {image.shape}")
+        volume = cls.__new__(cls)
+        volume.image, volume.dim, volume.path, volume.file_dtype = image, dim, path, file_dtype
+        return volume
+
+    def __repr__(self) -> str:
+        return (
+            f"Volume(shape={self.shape}, channels={self.image.shape[0]}, "
+            f"dtype={self.image.data.dtype}, path={self.path!r})"
+        )
 
     @property
-    def dim(self) -> int:
-        """Number of spatial dimensions ``D`` (2 or 3)."""
-        return self.data.dim() - 1
+    def data(self) -> Tensor:
+        """``(C, *S)`` (a view of the TorchIO tensor)."""
+        tensor = self.image.data
+        return tensor[..., 0] if self.dim == 2 else tensor
+
+    @property
+    def affine(self) -> np.ndarray:
+        """``(4, 4)`` voxel index -> world RAS mm."""
+        return self.image.affine
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Spatial shape ``S``."""
-        return tuple(self.data.shape[1:])
+        return tuple(self.image.shape[1 : 1 + self.dim])
 
     @property
-    def spacing(self) -> tuple[float, ...]:
-        """Physical voxel size (mm) along each spatial axis (column norms of the affine)."""
-        return tuple(float(np.linalg.norm(self.affine[:3, d])) for d in range(self.dim))
+    def voxel_size_mm(self) -> tuple[float, ...]:
+        """Millimetres per voxel along each spatial axis (column norms of the affine)."""
+        return voxel_size_mm(self.affine, self.dim)
 
-    def domain_spacing(self, mode: str = "parity") -> tuple[float, ...]:
-        """Domain spacing ``h`` of this grid (:func:`rdmm_lightning.ops.grid.domain_spacing`)."""
-        return domain_spacing(self.shape, mode, self.spacing)
+    def grid(self, spacing_mode: str = "parity") -> Grid:
+        """This volume's grid with the domain spacing of ``spacing_mode``."""
+        return Grid.from_affine(self.shape, self.affine, spacing_mode)
 
     def batch(self) -> Tensor:
         """Data as a ``(1, C, *S)`` batch."""
         return self.data.unsqueeze(0)
+
+    def resize(
+        self, shape: Sequence[int], *, antialias: bool = False, nearest: bool | None = None
+    ) -> Volume:
+        """This volume on a grid of spatial ``shape`` over the same field of view
+        (:meth:`Grid.resize <rdmm_lightning.grid.Grid.resize>`: corners aligned, the first and
+        last voxel centres keep their world positions).
+
+        Integer data (labels) use nearest neighbour, float data (bi/tri)linear interpolation
+        (optionally Gaussian anti-aliasing when downsampling, ``antialias=True``); ``nearest``
+        overrides the choice. ``path`` and ``file_dtype`` are kept.
+        """
+        shape = tuple(int(n) for n in shape)
+        if len(shape) != self.dim:
+            raise ValueError(f"shape must have {self.dim} entries; got {shape}")
+        affine = resampled_affine(self.affine, self.shape, shape)
+        data = self.data
+        if shape == self.shape:
+            return Volume(data, affine, self.path, self.file_dtype)
+        use_nearest = (not torch.is_floating_point(data)) if nearest is None else nearest
+        if use_nearest:
+            out = data
+            for d, (n, m) in enumerate(zip(self.shape, shape)):
+                out = out.index_select(d + 1, _nearest_indices(n, m, data.device))
+        else:
+            work = data if torch.is_floating_point(data) else data.to(torch.float32)
+            out = resample_image(work.unsqueeze(0), shape, antialias=antialias).squeeze(0)
+        return Volume(out.contiguous(), affine, self.path, self.file_dtype)
+
+
+def _nearest_indices(n: int, m: int, device: torch.device) -> Tensor:
+    pos = torch.arange(m, dtype=torch.float64, device=device) * ((n - 1) / (m - 1))
+    return torch.floor(pos + 0.5).long().clamp_(0, n - 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,10 +247,10 @@ def _check_file(path: str) -> str:
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: empty file")
     suffix = _suffix(path)
-    if suffix not in NIFTI_SUFFIXES + ITK_SUFFIXES:
+    supported = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES
+    if suffix not in supported:
         raise ValueError(
-            f"{path}: unsupported file type {suffix!r} "
-            f"(supported: {', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)})"
+            f"{path}: unsupported file type {suffix!r} (supported: {', '.join(supported)})"
         )
     return suffix
 
@@ -217,7 +306,7 @@ def _spatial_array(arr: np.ndarray, path: str, ncomp: int) -> np.ndarray:
     if ncomp:
         raise ValueError(
             f"{path}: vector image with {ncomp} components per voxel is not supported "
-            "(a displacement field? use read_displacement)"
+            "(a colour image? save it as grey levels; a displacement field? use read_displacement)"
         )
     if 0 in arr.shape:
         raise ValueError(f"{path}: image has a zero-size axis, shape {arr.shape}")
@@ -246,10 +335,12 @@ def _spatial_array(arr: np.ndarray, path: str, ncomp: int) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> Volume:
-    """Read a 2D/3D intensity image (.nii, .nii.gz, .nrrd, .mha, .mhd, ...) as float32.
+    """Read a 2D/3D intensity image (.nii, .nii.gz, .nrrd, .mha, .mhd, .png, .tif, ...) as float32.
 
     Returns a :class:`Volume` with ``data (1, *S)`` float32. A NIfTI array ``(X, Y)`` or
-    ``(X, Y, 1)`` gives a 2D volume ``S = (X, Y)``; trailing singleton axes are dropped.
+    ``(X, Y, 1)`` gives a 2D volume ``S = (X, Y)``; trailing singleton axes are dropped. 2D
+    formats without a header (PNG, JPEG, BMP, TIFF) have 1 mm pixels at the origin, in ITK's
+    LPS orientation (so their affine is ``diag(-1, -1, 1, 1)``).
 
     Raises:
         ValueError: (message starts with the path) missing, empty, corrupt or unreadable file,
@@ -298,7 +389,7 @@ def read_label_map(
             raise ValueError(
                 f"{path}: label map shape {vol.shape} differs from {ref_name} {reference.shape}"
             )
-        diff = float(np.abs(vol.affine - reference.affine).max())
+        diff = vol.grid().affine_distance(reference.grid())
         if diff > atol_mm:
             raise ValueError(
                 f"{path}: label map affine differs from {ref_name} by {diff:.3g} mm "

@@ -1,9 +1,11 @@
 """Losses: image similarities (SSD, NCC, LNCC, mk-LNCC, MI), shooting energy, OMT, symmetry.
 
 Pure functions in :mod:`.similarity` and :mod:`.regularizers`, windowed sums in
-:mod:`.local_sums`, ``nn.Module`` wrappers and :func:`similarity_from_name` in :mod:`.modules`.
+:mod:`.local_sums`, ``nn.Module`` wrappers and :func:`similarity_from_name` in :mod:`.modules`,
+the registration loss (terms and weighted total) in :mod:`.compose`.
 """
 
+from .compose import registration_terms, weighted_total
 from .local_sums import box_sum, gaussian_sum, local_sum
 from .modules import (
     SIMILARITY_NAMES,
@@ -53,6 +55,8 @@ __all__ = [
     "weight_range_penalty",
     "affine_symmetry_loss",
     "map_symmetry_loss",
+    "registration_terms",
+    "weighted_total",
     "SSDLoss",
     "NCCLoss",
     "LNCCLoss",

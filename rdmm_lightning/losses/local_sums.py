@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops.gaussian import gaussian_window
+
 __all__ = ["box_sum", "gaussian_sum", "local_sum", "per_axis"]
 
 IntOrSeq = int | Sequence[int]
@@ -95,7 +97,7 @@ def _gaussian_taps(k: int, sigma: float, dtype: torch.dtype, device: torch.devic
     j = torch.arange(-lo, k - lo, dtype=dtype, device=device)
     if sigma <= 0:
         return torch.ones_like(j)
-    return torch.exp(-0.5 * (j / sigma) ** 2)
+    return gaussian_window(j, sigma)
 
 
 def _axis_conv(x: Tensor, axis: int, taps: Tensor, k: int, d: int) -> Tensor:

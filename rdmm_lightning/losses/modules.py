@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ..options import LocalKernel, Similarity, either, values
 from ._checks import check_reduction
 from .local_sums import IntOrSeq
 from .similarity import (
@@ -29,6 +30,11 @@ __all__ = [
     "SIMILARITY_NAMES",
     "similarity_from_name",
 ]
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in values(LocalKernel):
+        raise ValueError(f"kernel must be {either(LocalKernel)}; got {kernel!r}")
 
 
 class _SimilarityLoss(nn.Module):
@@ -69,8 +75,7 @@ class LNCCLoss(_SimilarityLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        if kernel not in ("box", "gaussian"):
-            raise ValueError(f"kernel must be 'box' or 'gaussian'; got {kernel!r}")
+        _check_kernel(kernel)
         self.window, self.kernel, self.eps = window, kernel, eps
         self.dilation, self.squared = dilation, squared
 
@@ -103,8 +108,7 @@ class MultiKernelLNCCLoss(_SimilarityLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        if kernel not in ("box", "gaussian"):
-            raise ValueError(f"kernel must be 'box' or 'gaussian'; got {kernel!r}")
+        _check_kernel(kernel)
         self.windows = None if windows is None else list(windows)
         self.weights = None if weights is None else list(weights)
         self.dilations = None if dilations is None else list(dilations)
@@ -153,14 +157,14 @@ class MutualInformationLoss(_SimilarityLoss):
         )
 
 
-_REGISTRY: dict[str, type[_SimilarityLoss]] = {
-    "ssd": SSDLoss,
-    "ncc": NCCLoss,
-    "lncc": LNCCLoss,
-    "mk-lncc": MultiKernelLNCCLoss,
-    "mi": MutualInformationLoss,
+_REGISTRY: dict[Similarity, type[_SimilarityLoss]] = {
+    Similarity.SSD: SSDLoss,
+    Similarity.NCC: NCCLoss,
+    Similarity.LNCC: LNCCLoss,
+    Similarity.MK_LNCC: MultiKernelLNCCLoss,
+    Similarity.MI: MutualInformationLoss,
 }
-SIMILARITY_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+SIMILARITY_NAMES: tuple[str, ...] = values(Similarity)
 
 
 def similarity_from_name(name: str, **kwargs) -> nn.Module:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..ops.energy import momentum_energy, voxel_volume
 from ..ops.grid import check_map, domain_spacing, identity_map
 from ..ops.warp import compose_maps
-from ..shooting.terms import momentum_energy
 from ._checks import reduce
 
 __all__ = [
@@ -85,11 +85,8 @@ def omt_penalty(
     span = log_ratio.max()
     # all sigmas equal: span = 0 and every coefficient is 0
     coeff = (log_ratio / span.clamp_min(torch.finfo(w.dtype).tiny)) ** power
-    vol = 1.0
-    for h in spacing:
-        vol *= h
     mass = (w * w).flatten(2).sum(dim=2)  # (B, N)
-    return reduce((mass * coeff).sum(dim=1) * vol, reduction)
+    return reduce((mass * coeff).sum(dim=1) * voxel_volume(spacing), reduction)
 
 
 def weight_range_penalty(
@@ -113,9 +110,7 @@ def weight_range_penalty(
             f"got {g.tolist()}"
         )
     target = (g / g.sum()).sqrt().view(1, -1, *([1] * (w.dim() - 2)))
-    vol = 1.0
-    for h in _spacing(w, spacing):
-        vol *= h
+    vol = voxel_volume(_spacing(w, spacing))
     return reduce((w - target).pow(2).flatten(1).sum(dim=1) * vol, reduction)
 
 

@@ -10,13 +10,13 @@ import torch
 from torch import Tensor
 
 from ..losses import affine_symmetry_loss, similarity_from_name
-from ..nets.affine import affine_deviation, affine_to_map, invert_affine
 from ..nets.affine_net import AffineOutput, MultiStepAffineNet
+from ..ops.affine import affine_deviation, affine_to_map, invert_affine
 from ..ops.warp import warp_image
-from ..registration import RegistrationResult
+from ..result import RegistrationResult
 from ..viz import registration_figure
 from .base import RegistrationModuleBase
-from .hparams import plain, working_spacing
+from .hparams import plain
 
 __all__ = ["AffineNetModule", "AFFINE_NET_KEYS"]
 
@@ -145,7 +145,7 @@ class AffineNetModule(RegistrationModuleBase):
         start = time.perf_counter()
         self.check_images(source, target)
         shape = tuple(source.shape[2:])
-        spacing = working_spacing(shape, self.spacing_mode) if spacing is None else spacing
+        spacing = self.domain_spacing(shape) if spacing is None else spacing
         spacing = tuple(float(h) for h in spacing)
         was_training = self.training
         self.eval()

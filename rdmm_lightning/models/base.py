@@ -12,13 +12,14 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from .. import __version__
-from ..io.training_grid import TrainingGrid
+from .._version import __version__
+from ..grid import Grid, ras_affine
+from ..io.preprocessing import PreprocessingConfig
 from ..metrics.dice import mean_dice
 from ..metrics.jacobian import fold_statistics, jacobian_determinant
 from ..ops.warp import warp_labels
 from .figures import log_figure
-from .hparams import check_image_shape, working_spacing
+from .hparams import check_image_shape
 
 __all__ = ["RegistrationModuleBase", "CHECKPOINT_KEY", "STAGES", "EVAL_METRICS"]
 
@@ -43,10 +44,10 @@ class RegistrationModuleBase(pl.LightningModule):
         self.image_shape = check_image_shape(image_shape, spacing_mode)
         self.dim = len(self.image_shape)
         self.spacing_mode = spacing_mode
-        # spatial preprocessing of the training volumes, set when loaded from a training
-        # checkpoint (rdmm_lightning.models.load_registration_checkpoint); None: the image_shape
-        # grid over the target's field of view
-        self.training_grid: TrainingGrid | None = None
+        # preprocessing record (spatial and intensity) of the training volumes, set when loaded
+        # from a training checkpoint (rdmm_lightning.models.load_registration_checkpoint); None:
+        # the image_shape grid over the target's field of view
+        self.preprocessing: PreprocessingConfig | None = None
         names = self.loss_terms + EVAL_METRICS
         self.stage_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in names}
@@ -54,12 +55,22 @@ class RegistrationModuleBase(pl.LightningModule):
         self._figure: Figure | None = None
 
     # ----------------------------------------------------------------------------- grids
+    def domain_spacing(
+        self, shape: Sequence[int], voxel_size_mm: Sequence[float] | None = None
+    ) -> tuple[float, ...]:
+        """Domain spacing of a grid of ``shape`` in this model's spacing mode
+        (:meth:`Grid.from_affine <rdmm_lightning.grid.Grid.from_affine>`; ``voxel_size_mm`` is
+        used in physical mode, isotropic if None)."""
+        affine = None if voxel_size_mm is None else ras_affine(voxel_size_mm)
+        return Grid.from_affine(shape, affine, self.spacing_mode).domain_spacing
+
     def batch_spacing(self, batch: dict[str, Any], shape: Sequence[int]) -> tuple[float, ...]:
-        """Domain spacing of a batch's grid (``batch["spacing"]``, mm, used in physical mode)."""
-        physical = None
+        """Domain spacing of a batch's grid (``batch["spacing"]``: voxel size in mm, used in
+        physical mode)."""
+        voxel_size_mm = None
         if self.spacing_mode == "physical" and "spacing" in batch:
-            physical = [float(v) for v in torch.as_tensor(batch["spacing"])[0].tolist()]
-        return working_spacing(shape, self.spacing_mode, physical)
+            voxel_size_mm = [float(v) for v in torch.as_tensor(batch["spacing"])[0].tolist()]
+        return self.domain_spacing(shape, voxel_size_mm)
 
     def check_images(self, source: Tensor, target: Tensor) -> None:
         """Raise ValueError unless both are float ``(B, 1, *S)`` with this model's D."""

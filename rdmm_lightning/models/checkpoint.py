@@ -9,6 +9,14 @@ a pickled callback state) fails with a clear message; pass ``trusted=True`` to f
 ``weights_only=False`` — only for files you trust, since unpickling can run arbitrary code.
 ``LightningModule.load_from_checkpoint`` also works on its own (Lightning 2.6 forwards
 ``weights_only``; torch >= 2.6 defaults to ``True``).
+
+Preprocessing. :func:`preprocessing_record` finds the data module's preprocessing record
+(:class:`~rdmm_lightning.io.preprocessing.PreprocessingConfig`) in a checkpoint: the complete
+record that :class:`datamodules.PairDataModule` keeps in its hyper-parameters
+(``checkpoint["datamodule_hyper_parameters"]["preprocessing"]``). Checkpoints written before the
+data module stored it still load: the record is then rebuilt from the preprocessing options of
+the training config (``checkpoint["rdmm_config"]["data"]["preprocessing"]``, unknown keys
+ignored), and is None without them.
 """
 
 from __future__ import annotations
@@ -16,17 +24,20 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Collection
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..io.training_grid import TrainingGrid
+from ..io.preprocessing import PreprocessingConfig
 from .base import CHECKPOINT_KEY, RegistrationModuleBase
 
 __all__ = [
+    "DATAMODULE_HPARAMS_KEY",
     "TRAINING_CONFIG_KEY",
     "CheckpointError",
+    "preprocessing_record",
     "read_checkpoint",
     "load_registration_checkpoint",
 ]
@@ -34,6 +45,8 @@ __all__ = [
 TRAINING_CONFIG_KEY = "rdmm_config"
 """Checkpoint entry holding the resolved training config (a plain dict), written by the training
 entry point (:class:`rdmm_lightning.training.callbacks.ConfigSnapshot`)."""
+DATAMODULE_HPARAMS_KEY = "datamodule_hyper_parameters"
+"""Checkpoint entry where Lightning stores the data module's hyper-parameters."""
 
 
 class CheckpointError(ValueError):
@@ -140,9 +153,9 @@ def load_registration_checkpoint(
         map_location: where tensors are loaded.
 
     Returns:
-        The module in eval mode, with its schedule attributes restored and ``training_grid``
-        set from the training config stored in the checkpoint (the spatial preprocessing of the
-        training volumes; None for checkpoints written without that config).
+        The module in eval mode, with its schedule attributes restored and ``preprocessing``
+        set to the checkpoint's preprocessing record (:func:`preprocessing_record`; None
+        without one).
 
     Raises:
         CheckpointError: one line: missing/truncated file, another model type, grid mismatch,
@@ -161,7 +174,29 @@ def load_registration_checkpoint(
         raise CheckpointError(f"{p}: weights do not fit the model ({_first_line(exc)})") from None
     module.on_load_checkpoint(ckpt)
     try:
-        module.training_grid = TrainingGrid.from_training_config(ckpt.get(TRAINING_CONFIG_KEY))
+        module.preprocessing = preprocessing_record(ckpt)
     except ValueError as exc:
         raise CheckpointError(f"{p}: invalid training preprocessing ({_first_line(exc)})") from None
     return module.eval()
+
+
+def preprocessing_record(ckpt: dict[str, Any]) -> PreprocessingConfig | None:
+    """The preprocessing record of a checkpoint dict (see the module docstring), or None.
+
+    Raises:
+        ValueError: invalid record or training preprocessing options.
+    """
+    hparams = ckpt.get(DATAMODULE_HPARAMS_KEY)
+    if isinstance(hparams, dict) and PreprocessingConfig.is_record(hparams.get("preprocessing")):
+        return PreprocessingConfig.from_mapping(hparams["preprocessing"])
+    # checkpoints written before the data module stored its record: the training config's
+    # preprocessing options (as the data module read them), if any
+    config = ckpt.get(TRAINING_CONFIG_KEY)
+    data = config.get("data") if isinstance(config, dict) else None
+    options = data.get("preprocessing") if isinstance(data, dict) else None
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ValueError(f"preprocessing must be a mapping; got {type(options).__name__}")
+    known = {f.name for f in fields(PreprocessingConfig)}
+    return PreprocessingConfig.from_mapping({k: v for k, v in options.items() if k in known})

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..ops.grid import domain_spacing
+from ..options import SpacingMode, values
 
-__all__ = ["plain", "check_image_shape", "SPACING_MODES", "working_spacing"]
+__all__ = ["plain", "check_image_shape", "SPACING_MODES"]
 
-SPACING_MODES = ("parity", "physical")
+SPACING_MODES = values(SpacingMode)
 
 
 def plain(value: Any) -> Any:
@@ -38,13 +38,3 @@ def check_image_shape(image_shape: Sequence[int] | None, spacing_mode: str) -> t
     if spacing_mode not in SPACING_MODES:
         raise ValueError(f"spacing_mode must be one of {SPACING_MODES}; got {spacing_mode!r}")
     return shape
-
-
-def working_spacing(
-    shape: Sequence[int], spacing_mode: str, physical: Sequence[float] | None = None
-) -> tuple[float, ...]:
-    """Domain spacing of a grid of ``shape`` in ``spacing_mode`` (physical voxel size ``physical``
-    in mm for ``"physical"``; isotropic if None)."""
-    if spacing_mode == "parity":
-        return domain_spacing(shape)
-    return domain_spacing(shape, "physical", physical)

@@ -4,7 +4,8 @@ prediction by minimising the training loss of that pair.
 The earlier steps (and the affine stage) are kept fixed: the last step shoots from its frame map
 as during inference. RDMM pre-weights are optimised through raw values ``x`` with
 ``h = exp(x) / sqrt(sum_j exp(2 x_j))`` (``h >= 0``, ``sum h^2 = 1``, no dead units), started at
-``x = log h0``. The best parameters seen (lowest finite loss) are returned.
+``x = log h0`` (:mod:`rdmm_lightning.ops.pre_weights`). The best parameters seen (lowest
+finite loss) are returned.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import torch
 from torch import Tensor
 
 from ..nets.registration_net import NetOutput, StepOutput
+from ..ops.pre_weights import pre_weights_from_raw, raw_from_pre_weights
 from ..ops.warp import warp_image
+from ..options import RefineOptimizer, values
 
 if TYPE_CHECKING:
     from .registration_module import RegistrationNetModule
 
-__all__ = ["REFINE_OPTIMIZERS", "refine_last_step", "pre_weights_from_raw"]
+__all__ = ["REFINE_OPTIMIZERS", "refine_last_step"]
 
-REFINE_OPTIMIZERS = ("lbfgs", "adam")
-_FLOOR = 1e-4
-
-
-def pre_weights_from_raw(x: Tensor) -> Tensor:
-    """``h = exp(x - logsumexp(2 x) / 2)`` over channels of ``x: (B, N, *S)``."""
-    return torch.exp(x - 0.5 * torch.logsumexp(2.0 * x, dim=1, keepdim=True))
+REFINE_OPTIMIZERS = values(RefineOptimizer)
 
 
 def _make_optimizer(kind: str, params: list[Tensor], steps: int, lr: float | None):
@@ -57,7 +54,7 @@ def refine_last_step(
     m = last.m0.detach().clone().requires_grad_(True)
     x = None
     if last.h0 is not None:
-        x = last.h0.detach().clamp_min(_FLOOR).log().requires_grad_(True)
+        x = raw_from_pre_weights(last.h0.detach()).requires_grad_(True)
     params = [m] + ([x] if x is not None else [])
     frame = None if last.frame_map is None else last.frame_map.detach()
     history: list[dict[str, Any]] = []

@@ -11,21 +11,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..losses import (
-    map_symmetry_loss,
-    omt_penalty,
-    shooting_energy,
-    similarity_from_name,
-    weight_range_penalty,
-)
-from ..nets.affine import affine_to_map, invert_affine
+from ..losses import map_symmetry_loss, similarity_from_name, weight_range_penalty
+from ..losses.compose import registration_terms, weighted_total
 from ..nets.affine_net import MultiStepAffineNet
 from ..nets.registration_net import NetOutput, RegistrationNet, StepOutput
-from ..registration import RegistrationResult
+from ..ops.affine import affine_to_map, invert_affine
+from ..result import RegistrationResult
 from ..shooting import MODELS, SolverOptions
 from ..viz import registration_figure
 from .base import RegistrationModuleBase
-from .hparams import plain, working_spacing
+from .hparams import plain
 from .refine import REFINE_OPTIMIZERS, refine_last_step
 
 __all__ = ["RegistrationNetModule", "DEFAULT_SIGMAS", "DEFAULT_KERNEL_WEIGHTS", "DEFAULT_PRIOR_H2"]
@@ -218,23 +213,28 @@ class RegistrationNetModule(RegistrationModuleBase):
         self, warped: Tensor, target: Tensor, steps: Sequence[StepOutput], low_spacing
     ) -> dict[str, Tensor]:
         """Loss terms of one direction: ``loss``, ``similarity``, ``energy``, ``omt``."""
-        sim = self.similarity(warped, target)
-        energy = sum(shooting_energy(s.m0, s.shot.velocity0, low_spacing) for s in steps)
-        loss = self.similarity_weight * sim + self.energy_weight * energy
-        terms = {"similarity": sim, "energy": energy}
-        if self.model_name == "rdmm":
-            omt = sum(
-                omt_penalty(s.shot.weights0, self.net.sigmas, self.hparams.omt_power, low_spacing)
-                for s in steps
-            )
-            loss = loss + self.omt_weight * omt
-            terms["omt"] = omt
-            if self.weight_range_weight > 0:
-                prior = self.net.prior_h2
-                wr = sum(weight_range_penalty(s.shot.weights0, prior, low_spacing) for s in steps)
-                loss = loss + self.weight_range_weight * wr
-                terms["weight_range"] = wr
-        terms["loss"] = loss
+        rdmm = self.model_name == "rdmm"
+        terms = registration_terms(
+            self.similarity(warped, target),
+            [(s.m0, s.shot.velocity0) for s in steps],
+            low_spacing,
+            weights0=[s.shot.weights0 for s in steps] if rdmm else None,
+            sigmas=self.net.sigmas,
+            omt_power=self.hparams.omt_power,
+        )
+        if rdmm and self.weight_range_weight > 0:
+            prior = self.net.prior_h2
+            wr = sum(weight_range_penalty(s.shot.weights0, prior, low_spacing) for s in steps)
+            terms["weight_range"] = wr
+        terms["loss"] = weighted_total(
+            terms,
+            {
+                "similarity": self.similarity_weight,
+                "energy": self.energy_weight,
+                "omt": self.omt_weight,
+                "weight_range": self.weight_range_weight,
+            },
+        )
         return terms
 
     def forward(
@@ -318,7 +318,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         start = time.perf_counter()
         self.check_images(source, target)
         shape = tuple(source.shape[2:])
-        spacing = working_spacing(shape, self.spacing_mode) if spacing is None else spacing
+        spacing = self.domain_spacing(shape) if spacing is None else spacing
         spacing = tuple(float(h) for h in spacing)
         was_training = self.training
         self.eval()

@@ -1,5 +1,5 @@
 """Multi-step affine network: K passes of one encoder/head, each on the source warped by the
-affine map composed so far (composition order: see :mod:`.affine`)."""
+affine map composed so far (composition order: see :mod:`rdmm_lightning.ops.affine`)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..ops.grid import domain_spacing
-from ..ops.moments import center_of_mass_translation
-from ..ops.warp import warp_image
-from .affine import (
+from ..ops.affine import (
     affine_to_map,
     compose_affine,
     domain_centre,
     identity_affine,
     matrix_from_params,
 )
+from ..ops.grid import domain_spacing
+from ..ops.moments import center_of_mass_translation
+from ..ops.warp import warp_image
+from ..options import AffineInit, values
 from .unet import conv_layer
 
 __all__ = ["AFFINE_INITS", "MultiStepAffineNet", "AffineOutput"]
 
-AFFINE_INITS = ("identity", "com")
+AFFINE_INITS = values(AffineInit)
 """Starting points of :class:`MultiStepAffineNet` (``init``)."""
 
 

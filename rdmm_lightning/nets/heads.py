@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.smoothing import normalize_pre_weights
+from ..ops.pre_weights import normalize_pre_weights
+from ..options import PreWeightActivation, either, values
 from .unet import UNet
 
 __all__ = ["MomentumNet", "PreWeightNet", "pair_input"]
@@ -76,7 +77,7 @@ def _inverse_activation(h: float, activation: str) -> float:
 
 class PreWeightNet(nn.Module):
     """``(moving, target) -> h0: (B, N, *S_out)`` with ``h >= 0`` and ``sum_i h_i^2 = 1``
-    (:func:`~rdmm_lightning.ops.smoothing.normalize_pre_weights`).
+    (:func:`~rdmm_lightning.ops.pre_weights.normalize_pre_weights`).
 
     Args:
         dim: 2 or 3.
@@ -98,8 +99,10 @@ class PreWeightNet(nn.Module):
         init_std: float = 1e-3,
     ):
         super().__init__()
-        if activation not in ("softplus", "relu"):
-            raise ValueError(f"activation must be 'softplus' or 'relu'; got {activation!r}")
+        if activation not in values(PreWeightActivation):
+            raise ValueError(
+                f"activation must be {either(PreWeightActivation)}; got {activation!r}"
+            )
         h2 = [1.0] * num_kernels if prior_h2 is None else [float(v) for v in prior_h2]
         if len(h2) != num_kernels or min(h2) < 0 or sum(h2) <= 0:
             raise ValueError(

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..ops.grid import low_res_shape
+from ..grid import Grid
 from ..ops.resample import resample_image
 from ..ops.smoothing import local_sigma, smooth_pre_weights
 from ..ops.warp import sample_field, warp_image
+from ..options import NetInput, either, values
 from ..shooting import MODELS, ShootingResult, ShootingUnit, SolverOptions, make_shooting_unit
-from ..shooting.lowres import rescale_spacing
 from .heads import MomentumNet, PreWeightNet
 
 __all__ = ["RegistrationNet", "NetOutput", "StepOutput"]
@@ -105,8 +105,8 @@ class RegistrationNet(nn.Module):
         super().__init__()
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}; got {model!r}")
-        if net_input not in ("full", "low"):
-            raise ValueError(f"net_input must be 'full' or 'low'; got {net_input!r}")
+        if net_input not in values(NetInput):
+            raise ValueError(f"net_input must be {either(NetInput)}; got {net_input!r}")
         if not 0 < lowres_factor <= 1:
             raise ValueError(f"lowres_factor must be in (0, 1]; got {lowres_factor}")
         self.model, self.dim = model, dim
@@ -134,8 +134,8 @@ class RegistrationNet(nn.Module):
         self, shape: Sequence[int], spacing: Sequence[float]
     ) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """Shooting grid shape and domain spacing for a full grid ``shape``/``spacing``."""
-        low = low_res_shape(shape, self.lowres_factor)
-        return low, rescale_spacing(spacing, shape, low)
+        low = Grid.from_domain_spacing(shape, spacing).low_res(self.lowres_factor)
+        return low.shape, low.domain_spacing
 
     def predict_parameters(
         self, moving: Tensor, target: Tensor, low_shape: Sequence[int]
@@ -160,7 +160,7 @@ class RegistrationNet(nn.Module):
     ) -> ShootingResult:
         """Shoot ``m0`` on its grid and bring the map to the full grid composed with
         ``initial_map`` (and the forward map with ``initial_forward``)."""
-        low_spacing = rescale_spacing(spacing, shape, m0.shape[2:])
+        low_spacing = Grid.from_domain_spacing(shape, spacing).resize(m0.shape[2:]).domain_spacing
         unit = self.unit_forward if forward_map else self.unit
         return unit(
             m0,

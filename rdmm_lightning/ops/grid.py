@@ -1,14 +1,17 @@
-r"""Grids and the coordinate convention used everywhere in rdmm-lightning.
+r"""Domain grids and the tensor coordinate convention used everywhere in rdmm-lightning.
 
-This module is the single place where the convention is written down.
+This module is the single place where the tensor convention is written down.
 
 * Images are ``(B, C, *S)`` with ``S = (X, Y)`` or ``(X, Y, Z)``; vector fields and maps are
   ``(B, D, *S)`` with ``D = len(S)``. Channel ``d`` holds the coordinate along spatial axis ``d``
   (tensor order, *not* grid_sample's reversed x/y/z order).
-* Domain coordinates: voxel ``i`` along axis ``d`` sits at ``x_d = i * h_d``.
+* Domain coordinates: voxel ``i`` along axis ``d`` sits at ``x_d = i * h_d``, ``h`` the *domain
+  spacing* (domain units per voxel; "spacing" in this package's tensor code always means it).
   In ``"parity"`` mode (the default, as in the published settings) ``h_d = 1 / (n_d - 1)`` so each
-  axis spans [0, 1]. In ``"physical"`` mode the physical voxel spacing is scaled so that the
-  largest physical extent spans [0, 1] and voxel aspect ratios are kept.
+  axis spans [0, 1]. In ``"physical"`` mode the voxel size in mm is scaled so that the largest
+  physical extent spans [0, 1] and voxel aspect ratios are kept. World (RAS mm) coordinates and
+  the :class:`~rdmm_lightning.grid.Grid` that ties a grid's shape, affine and domain spacing
+  together live in :mod:`rdmm_lightning.grid`.
 * Maps are pull-back maps ``phi^{-1}``: for each target voxel, the source position in domain
   coordinates, so ``warped = source o phi^{-1}``. The identity map is :func:`identity_map`.
 * :func:`to_grid_sample` converts domain coordinates to ``grid_sample``'s normalised [-1, 1]
@@ -36,15 +39,15 @@ __all__ = [
 def domain_spacing(
     shape: Sequence[int],
     mode: str = "parity",
-    physical_spacing: Sequence[float] | None = None,
+    voxel_size_mm: Sequence[float] | None = None,
 ) -> tuple[float, ...]:
-    """Spacing ``h_d`` of the domain grid for a spatial ``shape``.
+    """Domain spacing ``h_d`` (domain units per voxel) of a grid of spatial ``shape``.
 
     Args:
         shape: spatial shape ``S`` (2 or 3 entries, each >= 2).
         mode: ``"parity"`` (each axis spans [0, 1]) or ``"physical"`` (largest physical extent
             spans [0, 1], aspect ratios kept).
-        physical_spacing: physical voxel size per axis (e.g. mm); used in ``"physical"`` mode,
+        voxel_size_mm: millimetres per voxel along each axis; used in ``"physical"`` mode,
             isotropic if omitted.
     """
     shape = tuple(int(n) for n in shape)
@@ -53,12 +56,10 @@ def domain_spacing(
     if mode == "parity":
         return tuple(1.0 / (n - 1) for n in shape)
     if mode == "physical":
-        phys = (
-            (1.0,) * len(shape) if physical_spacing is None else tuple(map(float, physical_spacing))
-        )
+        phys = (1.0,) * len(shape) if voxel_size_mm is None else tuple(map(float, voxel_size_mm))
         if len(phys) != len(shape) or min(phys) <= 0:
             raise ValueError(
-                f"physical_spacing must have {len(shape)} positive entries; got {physical_spacing}"
+                f"voxel_size_mm must have {len(shape)} positive entries; got {voxel_size_mm}"
             )
         extent = max(s * (n - 1) for s, n in zip(phys, shape))
         return tuple(s / extent for s in phys)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .gaussian import gaussian_taps
 from .grid import check_map, domain_spacing, identity_map
 
 __all__ = ["resample_map", "resample_image", "gaussian_blur_voxels"]
@@ -43,13 +42,6 @@ def resample_map(
     return disp + identity_map(shape, new_spacing, dtype=phi.dtype, device=phi.device)
 
 
-def _gaussian_1d(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    radius = max(1, math.ceil(3.0 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
 def gaussian_blur_voxels(image: Tensor, sigmas_voxels: Sequence[float]) -> Tensor:
     """Separable Gaussian blur of ``(B, C, *S)`` with per-axis sigma in voxels (replicate
     padding, kernels truncated at 3 sigma); a sigma of 0 leaves that axis unchanged."""
@@ -60,7 +52,7 @@ def gaussian_blur_voxels(image: Tensor, sigmas_voxels: Sequence[float]) -> Tenso
     for axis, sigma in enumerate(sigmas_voxels):
         if sigma <= 0:
             continue
-        k = _gaussian_1d(float(sigma), image.dtype, image.device)
+        k = gaussian_taps(float(sigma), 3.0, dtype=image.dtype, device=image.device)
         view = [1] * dim
         view[axis] = k.numel()
         pad = [0, 0] * dim

@@ -33,10 +33,11 @@ from functools import cached_property, lru_cache
 import torch
 from torch import Tensor
 
+from .gaussian import gaussian_taps
+
 __all__ = [
     "AxisFactor",
     "SeparableOperator",
-    "gaussian_taps",
     "gaussian_toeplitz",
     "truncated_axis_factor",
     "separable_operator",
@@ -92,19 +93,9 @@ class SeparableOperator:
         return SeparableOperator(self.shape, terms, self.combined, False)
 
 
-def gaussian_taps(sigma_vox: float, truncate: float) -> Tensor:
-    """``(2 r + 1,)`` float64 taps of the Gaussian of std ``sigma_vox`` voxels on the offsets
-    ``-r..r``, ``r = max(1, ceil(truncate * sigma_vox))``, normalised to sum 1 (a unit impulse
-    for ``sigma_vox = 0``)."""
-    r = max(1, math.ceil(truncate * sigma_vox))
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (x / sigma_vox) ** 2) if sigma_vox > 0 else (x == 0).double()
-    return g / g.sum()
-
-
 def gaussian_toeplitz(n: int, sigma_vox: float, truncate: float) -> Tensor:
     """``(n, n)`` float64 matrix of the 1D linear convolution (zero outside the grid) with
-    :func:`gaussian_taps`."""
+    :func:`~rdmm_lightning.ops.gaussian.gaussian_taps`."""
     g = gaussian_taps(sigma_vox, truncate)
     r = g.numel() // 2
     i = torch.arange(n)

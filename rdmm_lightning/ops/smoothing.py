@@ -27,11 +27,11 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from .gaussian import gaussian_taps
 from .separable_smoothing import (
     SeparableOperator,
     apply_separable,
     apply_separable_weighted,
-    gaussian_taps,
     normalized_separable_operator,
     separable_operator,
 )
@@ -48,7 +48,6 @@ __all__ = [
     "multi_gaussian_smooth",
     "smooth_pre_weights",
     "smooth_pre_weights_adjoint",
-    "normalize_pre_weights",
     "local_sigma",
     "next_fast_len",
 ]
@@ -338,19 +337,6 @@ def smooth_pre_weights_adjoint(g: Tensor, sigma: float, spacing: Sequence[float]
     if op is not None:
         return apply_separable(g, op.adjoint)
     return gaussian_smooth(g / _normaliser(g.shape[2:], sigma, spacing, g), sigma, spacing)
-
-
-def normalize_pre_weights(x: Tensor, floor: float = 1e-4, activation: str = "relu") -> Tensor:
-    """Map raw values ``x: (B, N, *S)`` to pre-weights ``h >= 0`` with ``sum_i h_i^2 = 1`` per
-    voxel: ReLU (or softplus) with a floor of ``floor`` against division by zero, then per-voxel
-    L2 normalisation."""
-    if activation == "relu":
-        h = x.clamp_min(floor)
-    elif activation == "softplus":
-        h = torch.nn.functional.softplus(x) + floor
-    else:
-        raise ValueError(f"activation must be 'relu' or 'softplus'; got {activation!r}")
-    return h / h.pow(2).sum(dim=1, keepdim=True).sqrt()
 
 
 def local_sigma(w: Tensor, sigmas: Sequence[float]) -> Tensor:

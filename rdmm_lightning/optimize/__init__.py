@@ -4,10 +4,10 @@
 * :func:`optimize_deformable` — vSVF, LDDMM or RDMM (optimised or predefined regularizer).
 * :func:`register_tensors` — affine then deformable in one call.
 
-All return a :class:`rdmm_lightning.registration.RegistrationResult` on the working grid.
+All return a :class:`rdmm_lightning.result.RegistrationResult` on the working grid.
 """
 
-from .affine import affine_map, center_of_mass, invert_affine, optimize_affine
+from .affine import center_of_mass, optimize_affine
 from .deformable import REGULARIZERS, optimize_deformable
 from .lbfgs import LbfgsOptions
 from .progress import Deadline, ProgressLine, StopOptimization
@@ -17,8 +17,6 @@ __all__ = [
     "optimize_affine",
     "optimize_deformable",
     "register_tensors",
-    "affine_map",
-    "invert_affine",
     "center_of_mass",
     "LbfgsOptions",
     "Deadline",

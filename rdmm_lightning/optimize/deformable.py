@@ -12,6 +12,7 @@ brought to the full grid and the *original* source is warped once by the compose
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -19,13 +20,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..grid import Grid
 from ..ops.grid import check_map
+from ..ops.pre_weights import raw_from_pre_weights
 from ..ops.resample import resample_image, resample_map
-from ..registration import RegistrationResult
+from ..options import Regularizer, SolverMethod, values
+from ..result import RegistrationResult
 from ..shooting import MODELS, SolverOptions
-from ..shooting.solver import FIXED_STEP_METHODS
 from . import defaults as D
 from . import preweights as PW
+from .budget import (
+    DEFORMABLE_COST_FACTOR,
+    FINAL_STEP,
+    ScaleBudget,
+    ScaleRecord,
+    evaluation_cost,
+    stop_summary,
+    with_defaults,
+)
 from .finish import finish
 from .lbfgs import LbfgsOptions, run_lbfgs
 from .multiscale import (
@@ -33,15 +45,19 @@ from .multiscale import (
     check_images,
     check_mask,
     make_scales,
-    resolve_spacing,
 )
 from .objective import DeformableObjective, Parameters, make_unit
 from .progress import Deadline, ProgressLine
-from .similarity import SimilaritySpec, build_similarity
+from .similarity import SimilaritySpec, build_similarity, check_similarity
 
-__all__ = ["optimize_deformable", "REGULARIZERS"]
+__all__ = [
+    "check_deformable_options",
+    "optimize_deformable",
+    "planned_deformable_work",
+    "REGULARIZERS",
+]
 
-REGULARIZERS = ("optimized", "predefined")
+REGULARIZERS = values(Regularizer)
 
 
 def _check_model(model: str, regularizer: str, weight_sigma: float) -> None:
@@ -53,6 +69,17 @@ def _check_model(model: str, regularizer: str, weight_sigma: float) -> None:
         raise ValueError(f"regularizer='predefined' applies only to model='rdmm'; got {model!r}")
     if not weight_sigma >= 0:
         raise ValueError(f"weight_sigma must be >= 0; got {weight_sigma}")
+
+
+def _check_weights(**weights: float) -> None:
+    for name, val in weights.items():
+        if not val >= 0:
+            raise ValueError(f"{name} must be >= 0; got {val}")
+
+
+def _check_h2(h2: Sequence[float], sigmas: Sequence[float]) -> None:
+    if len(h2) != len(sigmas):
+        raise ValueError(f"initial_h2 must have one entry per sigma ({len(sigmas)}); got {len(h2)}")
 
 
 def _check_initial(
@@ -113,12 +140,9 @@ def _initial_params(
         if h2 is None:
             default = len(sigmas) == len(D.DEFAULT_RDMM_INITIAL_H2)
             h2 = D.DEFAULT_RDMM_INITIAL_H2 if default else (1.0,) * len(sigmas)
-        if len(h2) != len(sigmas):
-            raise ValueError(
-                f"initial_h2 must have one entry per sigma ({len(sigmas)}); got {len(h2)}"
-            )
+        _check_h2(h2, sigmas)
         h0 = PW.global_pre_weights(h2, batch, first.param_shape, source)
-    x = PW.raw_from_pre_weights(h0).requires_grad_(True)
+    x = raw_from_pre_weights(h0).requires_grad_(True)
     return Parameters(m.requires_grad_(True), x=x), None
 
 
@@ -139,6 +163,11 @@ def _resolve_sigmas(
         if model == "rdmm":
             raise ValueError("kernel_weights apply to svf/lddmm; RDMM uses pre-weights")
         kernel_weights = tuple(float(w) for w in kernel_weights)
+        if len(kernel_weights) != len(sigmas):
+            raise ValueError(
+                f"kernel_weights must have one entry per sigma ({len(sigmas)}); "
+                f"got {len(kernel_weights)}"
+            )
     return sigmas, kernel_weights
 
 
@@ -164,7 +193,7 @@ def optimize_deformable(
     energy_weight: float = D.DEFAULT_ENERGY_WEIGHT,
     omt_weight: float = D.DEFAULT_OMT_WEIGHT,
     solver: SolverOptions | None = None,
-    max_time: float | None = None,
+    max_time: float | Deadline | None = None,
     progress: bool = False,
     mask: Tensor | None = None,
     lbfgs: LbfgsOptions | None = None,
@@ -205,8 +234,12 @@ def optimize_deformable(
         omt_weight: weight of the OMT penalty (RDMM optimised mode; default 0.1).
         solver: shooting solver (default rk4 with 10 steps) of the finest scale; coarser
             parameter grids use proportionally fewer fixed steps (at least 4).
-        max_time: wall-clock limit in seconds for the whole call; on expiry the last good
-            parameters are kept and ``stopped`` says so (the final shoot still runs).
+        max_time: wall-clock limit in seconds for the whole call, or a
+            :class:`~.progress.Deadline` shared with the caller. Each scale gets a share of the
+            time left (:class:`~.budget.ScaleBudget`), less a reserve for the final shoot, so
+            a short budget still reaches the finest scale with fewer iterations; a scale whose
+            share is used moves on to the next, the whole limit ends the optimisation. The last
+            good parameters are kept and ``stopped`` says so.
         progress: print a progress line per scale on stderr.
         mask: voxel weights ``(B, 1, *S)`` on the target grid for the similarity.
         lbfgs: L-BFGS settings.
@@ -222,20 +255,20 @@ def optimize_deformable(
     Returns:
         A :class:`RegistrationResult`: ``phi_inv`` (composed with ``initial_map``), ``phi``,
         ``warped``, RDMM ``sigma_t0``/``sigma_t1``, ``extras={"m0", "h0", "param_spacing"}``
-        (parameters on their grid) and ``"kept"``, ``history`` and ``stopped``.
+        (parameters on their grid), ``"kept"``, ``"stages"`` (one
+        :class:`~.budget.ScaleRecord` as a dict per scale) and ``"final_s"`` (the final shoot's
+        seconds), ``history`` and ``stopped``.
     """
-    deadline = Deadline(max_time)
+    deadline = Deadline.of(max_time)
+    started = time.perf_counter()
     _check_model(model, regularizer, weight_sigma)
     check_images(source, target)
     mask = check_mask(mask, source)
     shape = tuple(source.shape[2:])
-    spacing = resolve_spacing(shape, spacing)
+    spacing = Grid.from_domain_spacing(shape, spacing).domain_spacing
     initial_map, initial_forward = _check_initial(initial_map, initial_forward, source)
     sigmas, kernel_weights = _resolve_sigmas(model, sigmas, kernel_weights)
-    weights = (("energy_weight", energy_weight), ("omt_weight", omt_weight))
-    for name, val in weights + (("fold_penalty", fold_penalty),):
-        if not val >= 0:
-            raise ValueError(f"{name} must be >= 0; got {val}")
+    _check_weights(energy_weight=energy_weight, omt_weight=omt_weight, fold_penalty=fold_penalty)
     solver = solver or SolverOptions("rk4", D.DEFAULT_NUM_STEPS)
     plan = make_scales(shape, spacing, scales, iterations, lowres_factor)
     sim = build_similarity(similarity, similarity_kwargs, D.DEFORMABLE_SIMILARITY_DEFAULTS)
@@ -245,9 +278,18 @@ def optimize_deformable(
     use_omt = model == "rdmm" and regularizer == "optimized" and omt_weight > 0
     history: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
-    stopped = None
+    notes: list[str] = []
+    costs = _costs(model, plan, solver)
+    budget = ScaleBudget(deadline, costs, [lv.iterations for lv in plan], FINAL_STEP)
+    records = [ScaleRecord(model, lv.factor, list(lv.shape), lv.iterations) for lv in plan]
     level = plan[0]
-    for level in plan:
+    for k, next_level in enumerate(plan):
+        why = budget.too_short(k, f"{model} scale {next_level.factor:g}")
+        if why is not None:  # and so are the finer scales: end at the one before
+            records[k].stopped = budget.deadline.kind
+            notes.append(why)
+            break
+        level = next_level
         params = params.to_grid(level.param_shape)
         level_solver = _solver_at(solver, level, plan[-1])
         unit = make_unit(model, sigmas, kernel_weights, weight_sigma, level_solver)
@@ -266,19 +308,27 @@ def optimize_deformable(
             fold_penalty=fold_penalty,
         )
         line = ProgressLine(
-            f"[{model}] scale {level.factor:g} {level.shape}", level.iterations, enabled=progress
+            f"[{model}] scale {level.factor:g} ({k + 1}/{len(plan)}) {level.shape}",
+            level.iterations,
+            enabled=progress,
         )
+        part = budget.part(k)
+        records[k].budget_s = part.remaining()
         outcome = run_lbfgs(
             params.trainable(),
             objective,
             level.iterations,
-            deadline=deadline,
+            deadline=part,
             progress=line,
             options=lbfgs,
             info={"stage": model, "scale": level.factor},
             where=f"{model} scale {level.factor:g}, ",
             feasible=_fold_free if fold_free else None,
+            need=budget.need(k),
+            after=budget.after(k),
         )
+        records[k].update(outcome)
+        budget.record(k, outcome.evaluation_s, outcome.evaluations)
         kept.append(
             {
                 "scale": level.factor,
@@ -288,16 +338,72 @@ def optimize_deformable(
         )
         history.extend(outcome.history)
         line.close(outcome.stopped)
-        if outcome.stopped is not None:
-            stopped = outcome.stopped
+        if outcome.stopped is not None and outcome.reason != "time share":
+            notes.append(outcome.stopped)
+        if outcome.reason in ("time limit", "non-finite"):
             break
+    final_start = time.perf_counter()
     result = finish(
         model, params, level, source, shape, spacing, initial_map, initial_forward, h_src,
-        _solver_at(solver, level, plan[-1]), sigmas, kernel_weights, weight_sigma, deadline,
-        stopped, history,
+        _solver_at(solver, level, plan[-1]), sigmas, kernel_weights, weight_sigma, started,
+        stop_summary(records, notes), history, unchanged=_timed_out_unchanged(deadline, records),
     )  # fmt: skip
-    result.extras["kept"] = kept
+    result.extras.update(
+        kept=kept,
+        stages=[r.as_dict() for r in records],
+        final_s=time.perf_counter() - final_start,
+    )
     return result
+
+
+def check_deformable_options(model: str, kwargs: Mapping[str, Any]) -> None:
+    """Check the options of :func:`optimize_deformable` that need no images (keyword arguments
+    ``kwargs``, its defaults for the rest): choices, weights, sigmas and kernel weights (the
+    model's shooting unit is built once), the scale plan (a list per scale must have one entry
+    per scale), the similarity's name and arguments, ``initial_h2``; raises the one-line
+    ``ValueError`` the optimiser would, before any work (e.g. before an affine stage)."""
+    kw = with_defaults(optimize_deformable, kwargs)
+    _check_model(model, kw["regularizer"], kw["weight_sigma"])
+    sigmas, kernel_weights = _resolve_sigmas(model, kw["sigmas"], kw["kernel_weights"])
+    _check_weights(**{k: kw[k] for k in ("energy_weight", "omt_weight", "fold_penalty")})
+    solver = kw["solver"] or SolverOptions("rk4", D.DEFAULT_NUM_STEPS)
+    make_unit(model, sigmas, kernel_weights, kw["weight_sigma"], solver)  # kernels and weights
+    grid = Grid.from_domain_spacing((16, 16), None)
+    make_scales(grid.shape, grid.domain_spacing, kw["scales"], kw["iterations"],
+                kw["lowres_factor"])  # fmt: skip
+    check_similarity(kw["similarity"], kw["similarity_kwargs"], D.DEFORMABLE_SIMILARITY_DEFAULTS)
+    if model == "rdmm" and kw["initial_h2"] is not None and kw["pre_weights"] is None:
+        _check_h2(kw["initial_h2"], sigmas)
+    if kw["max_time"] is not None:
+        Deadline.of(kw["max_time"])
+
+
+def planned_deformable_work(
+    shape: Sequence[int], spacing: Sequence[float] | None, model: str, kwargs: Mapping[str, Any]
+) -> float:
+    """Cost units (:mod:`.budget`) that :func:`optimize_deformable` plans on a grid ``shape``
+    with keyword arguments ``kwargs``: cost x planned iterations at each scale, plus the final
+    shoot. Used to split a time limit between an affine and a deformable stage."""
+    kw = with_defaults(optimize_deformable, kwargs)
+    solver = kw["solver"] or SolverOptions("rk4", D.DEFAULT_NUM_STEPS)
+    grid = Grid.from_domain_spacing(tuple(shape), spacing)
+    plan = make_scales(grid.shape, grid.domain_spacing, kw["scales"], kw["iterations"],
+                       kw["lowres_factor"])  # fmt: skip
+    costs = _costs(model, plan, solver)
+    return sum(c * lv.iterations for c, lv in zip(costs, plan)) + FINAL_STEP * costs[-1]
+
+
+def _costs(model: str, plan: Sequence[Scale], solver: SolverOptions) -> list[float]:
+    """Cost units of one evaluation at each scale (:func:`~.budget.evaluation_cost`)."""
+    factor = DEFORMABLE_COST_FACTOR[model]
+    steps = [_solver_at(solver, lv, plan[-1]).num_steps for lv in plan]
+    return [evaluation_cost(lv.shape, lv.param_shape, n, factor) for lv, n in zip(plan, steps)]
+
+
+def _timed_out_unchanged(deadline: Deadline, records: Sequence[ScaleRecord]) -> bool:
+    """No iteration ran under a time limit: the final shoot would only return the starting
+    point, and the time for it is not there."""
+    return deadline.remaining() is not None and not any(r.iterations for r in records)
 
 
 def _fold_free(terms: dict[str, float]) -> bool:
@@ -307,7 +413,7 @@ def _fold_free(terms: dict[str, float]) -> bool:
 def _solver_at(solver: SolverOptions, level: Scale, finest: Scale) -> SolverOptions:
     """Fixed-step solvers take proportionally fewer steps (at least 4) on coarser parameter
     grids, which keeps the step size in voxels (the CFL number) about constant."""
-    if solver.method not in FIXED_STEP_METHODS:
+    if solver.method not in values(SolverMethod.fixed_step()):
         return solver
     ratio = max(level.param_shape) / max(finest.param_shape)
     steps = max(min(4, solver.num_steps), round(solver.num_steps * ratio))

@@ -3,6 +3,7 @@ one warp of the original source, RDMM sigma maps, and a fallback for non-finite 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -12,11 +13,10 @@ from ..ops.grid import identity_map
 from ..ops.resample import resample_image
 from ..ops.smoothing import local_sigma, smooth_pre_weights
 from ..ops.warp import sample_field, warp_image
-from ..registration import RegistrationResult
+from ..result import RegistrationResult
 from ..shooting import ShootingResult, ShootingUnit, SolverOptions
 from .multiscale import Scale
 from .objective import Parameters, make_unit
-from .progress import Deadline
 
 __all__ = ["finish", "sigma_maps"]
 
@@ -57,17 +57,37 @@ def finish(
     sigmas: tuple[float, ...],
     kernel_weights: tuple[float, ...] | None,
     weight_sigma: float,
-    deadline: Deadline,
+    started: float,
     stopped: str | None,
     history: list[dict[str, Any]],
+    unchanged: bool = False,
 ) -> RegistrationResult:
     """Final shoot (with the solver of the last scale run, so the map is the one evaluated
-    there) with the forward map, full-grid maps, one warp of the original source."""
+    there) with the forward map, full-grid maps, one warp of the original source; ``time_s``
+    counts from ``started`` (a ``time.perf_counter()`` value). ``unchanged``: no iteration ran,
+    the parameters are the starting point, so the maps are the initial ones (no shoot, no
+    sigma maps)."""
     final_unit = make_unit(model, sigmas, kernel_weights, weight_sigma, solver, forward_map=True)
     with torch.no_grad():
         m0 = params.m.detach()
         h0 = params.pre_weights()
         h0 = None if h0 is None else h0.detach()
+    if unchanged:
+        with torch.no_grad():
+            phi_inv, phi = _fallback_maps(source, shape, spacing, initial_map, initial_forward)
+            warped = warp_image(source, phi_inv, spacing)
+        return RegistrationResult(
+            model=model,
+            phi_inv=phi_inv,
+            warped=warped,
+            spacing=spacing,
+            phi=phi,
+            time_s=time.perf_counter() - started,
+            stopped=stopped,
+            history=history,
+            extras={"m0": m0, "h0": h0, "param_spacing": level.param_spacing},
+        )
+    with torch.no_grad():
         res = final_unit(
             m0,
             h0,
@@ -101,7 +121,7 @@ def finish(
         phi=phi,
         sigma_t0=sigma_t0,
         sigma_t1=sigma_t1,
-        time_s=deadline.elapsed(),
+        time_s=time.perf_counter() - started,
         stopped=stopped,
         history=history,
         extras={"m0": m0, "h0": h0, "param_spacing": level.param_spacing},

@@ -2,7 +2,9 @@
 
 The objective is evaluated inside the closure; every evaluation is checked:
 
-* the wall-clock :class:`~.progress.Deadline` (raises ``StopOptimization("time limit ...")``);
+* the wall-clock :class:`~.progress.Deadline`, before the evaluation and with the expected
+  cost of one evaluation (the mean of those so far, first the caller's prediction ``need``), so
+  an evaluation that cannot finish in time is not started (``StopOptimization("time ...")``);
 * a non-finite loss or gradient (``StopOptimization("non-finite ...")``).
 
 The parameters with the lowest finite loss seen so far are snapshotted, and restored when the run
@@ -47,10 +49,25 @@ class LbfgsOptions:
     tolerance_change: float = 1e-9
     tolerance_grad: float = 0.0
 
+    def __post_init__(self) -> None:
+        checks = (
+            ("history_size", self.history_size >= 1, ">= 1"),
+            ("max_eval_factor", self.max_eval_factor >= 1, ">= 1"),
+            ("max_restarts", self.max_restarts >= 0, ">= 0"),
+            ("tolerance_change", self.tolerance_change >= 0, ">= 0"),
+            ("tolerance_grad", self.tolerance_grad >= 0, ">= 0"),
+        )
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"lbfgs {name} must be {want}; got {getattr(self, name)}")
+
 
 @dataclass
 class LbfgsOutcome:
-    """Result of :func:`run_lbfgs`: ``stopped`` is None or the one-line reason of an early stop."""
+    """Result of :func:`run_lbfgs`: ``stopped`` is None or the one-line reason of an early stop;
+    ``reason`` says why the run ended (one of :data:`~.budget.STOP_REASONS`); ``time_s`` is
+    the run's duration, ``evaluation_s`` the part of it spent in evaluations (both on the
+    deadline's clock)."""
 
     stopped: str | None
     best_loss: float
@@ -59,6 +76,9 @@ class LbfgsOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     kept_iteration: int | None = None
     kept_feasible: bool = True
+    reason: str = "iterations"
+    time_s: float = 0.0
+    evaluation_s: float = 0.0
 
 
 def _all_finite(tensors: Sequence[Tensor | None]) -> bool:
@@ -70,7 +90,7 @@ class _NonFinite(StopOptimization):
     L-BFGS run (the best parameters so far), not at a line-search trial."""
 
     def __init__(self, reason: str, at_start: bool):
-        super().__init__(reason)
+        super().__init__(reason, "non-finite")
         self.at_start = at_start
 
 
@@ -85,6 +105,8 @@ def run_lbfgs(
     info: dict[str, Any] | None = None,
     where: str = "",
     feasible: Callable[[dict[str, float]], bool] | None = None,
+    need: float = 0.0,
+    after: float = 0.0,
 ) -> LbfgsOutcome:
     """Minimise ``objective()`` over ``params`` (leaf tensors with ``requires_grad``).
 
@@ -98,6 +120,10 @@ def run_lbfgs(
         objective: returns ``(loss, terms)``: a scalar tensor and a dict of floats to log.
         iterations: maximal number of L-BFGS iterations (restarts included).
         deadline: wall-clock budget checked before every evaluation.
+        need: predicted seconds of one evaluation, used until one is measured (0: start the
+            first evaluation whenever the deadline has not passed).
+        after: time the deadline must still leave after each evaluation, in evaluations (the
+            work that follows the run, e.g. a final shoot of half an evaluation: 0.5).
         progress: progress line updated after every evaluation.
         options: L-BFGS settings.
         info: constant entries added to every history record (e.g. the scale).
@@ -109,7 +135,10 @@ def run_lbfgs(
     Returns:
         An :class:`LbfgsOutcome`; its history has one record per iteration (the loss terms at
         the accepted point, the evaluation count and the time so far; iteration 0 is the
-        starting point; ``restarts`` counts the restarts so far).
+        starting point; ``restarts`` counts the restarts so far). ``reason`` is
+        ``"iterations"`` (``iterations`` done), ``"evaluations"`` (the evaluation cap),
+        ``"converged"`` (a tolerance), or the ``kind`` of the :class:`StopOptimization` that
+        ended it (``"time limit"``, ``"time share"``, ``"non-finite"``).
     """
     options = options or LbfgsOptions()
     deadline = deadline or Deadline(None)
@@ -120,12 +149,14 @@ def run_lbfgs(
         return outcome
     snaps: dict[bool, tuple[float, int, list[Tensor]]] = {}  # feasible? -> (loss, iter, params)
     start = time.perf_counter()
+    clock = deadline.clock  # the budget's time line (real, or a test's fake clock)
+    began_run = clock()
 
     def best() -> list[Tensor] | None:
         snap = snaps.get(True) or snaps.get(False)
         return None if snap is None else snap[2]
 
-    offset, restarts = 0, 0
+    offset, restarts, capped = 0, 0, False
 
     def closure_for(opt: torch.optim.LBFGS) -> Callable[[], Tensor]:
         state = opt.state[opt.param_groups[0]["params"][0]]
@@ -134,7 +165,10 @@ def run_lbfgs(
         def closure() -> Tensor:
             calls["n"] += 1
             iteration = offset + int(state.get("n_iter", 0))
-            deadline.check(f"at {where}iteration {iteration}; kept the last good parameters")
+            mean = outcome.evaluation_s / outcome.evaluations if outcome.evaluations else need
+            where_now = f"at {where}iteration {iteration}; kept the last good parameters"
+            deadline.check(where_now, need=mean * (1.0 + after))
+            began = clock()
             opt.zero_grad()
             loss, terms = objective()
             outcome.evaluations += 1
@@ -144,6 +178,7 @@ def run_lbfgs(
                 msg = _nonfinite_message("loss", terms, where, iteration)
                 raise _NonFinite(msg, at_start)
             loss.backward()
+            outcome.evaluation_s += clock() - began
             if not _all_finite([p.grad for p in params]):
                 msg = _nonfinite_message("gradient", terms, where, iteration)
                 raise _NonFinite(msg, at_start)
@@ -168,18 +203,21 @@ def run_lbfgs(
     try:
         while offset < iterations:
             remaining = iterations - offset
+            max_eval = max(remaining + 1, int(options.max_eval_factor * remaining))
             opt = torch.optim.LBFGS(
                 params,
                 lr=1.0,
                 max_iter=remaining,
-                max_eval=max(remaining + 1, int(options.max_eval_factor * remaining)),
+                max_eval=max_eval,
                 history_size=options.history_size,
                 tolerance_grad=options.tolerance_grad,
                 tolerance_change=options.tolerance_change,
                 line_search_fn="strong_wolfe",
             )
             try:
+                before = outcome.evaluations
                 opt.step(closure_for(opt))
+                capped = outcome.evaluations - before >= max_eval
                 break
             except _NonFinite as bad:
                 if bad.at_start or best() is None or restarts >= options.max_restarts:
@@ -188,8 +226,14 @@ def run_lbfgs(
                 offset = outcome.iterations + 1
                 _restore(params, best())
     except StopOptimization as stop:
-        outcome.stopped = stop.reason
+        outcome.stopped, outcome.reason = stop.reason, stop.kind
+    else:
+        if outcome.iterations >= iterations:
+            outcome.reason = "iterations"
+        else:
+            outcome.reason = "evaluations" if capped else "converged"
     finally:
+        outcome.time_s = clock() - began_run
         snap = snaps.get(True) or snaps.get(False)
         if snap is not None:
             _restore(params, snap[2])

@@ -1,8 +1,10 @@
 """Multi-scale plans and input validation shared by the optimisers.
 
 A scale ``s`` in (0, 1] works on images of size ``max(8, round(n * s))`` per axis (never more than
-``n``) covering the same domain, so the domain spacing grows as the grid shrinks. Scales run
-coarse to fine; parameters are upsampled (corners aligned) from one scale to the next.
+``n``) covering the same domain, so the domain spacing grows as the grid shrinks
+(:meth:`Grid.low_res <rdmm_lightning.grid.Grid.low_res>`). Scales run coarse to fine; parameters
+are upsampled (corners aligned) from one scale to the next. "Spacing" here is always the domain
+spacing (domain units per voxel).
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.grid import domain_spacing, low_res_shape
-from ..shooting.lowres import rescale_spacing
+from ..grid import Grid
 
 __all__ = [
     "Scale",
@@ -23,7 +24,6 @@ __all__ = [
     "per_scale",
     "check_images",
     "check_mask",
-    "resolve_spacing",
     "upsample_field",
 ]
 
@@ -34,17 +34,36 @@ class Scale:
 
     Attributes:
         factor: the scale factor ``s``.
-        shape, spacing: image grid of this scale (domain spacing).
-        param_shape, param_spacing: grid of the parameters (momentum, pre-weights) at this scale.
+        grid: image grid of this scale (``shape``, domain ``spacing``).
+        param_grid: grid of the parameters (momentum, pre-weights) at this scale
+            (``param_shape``, ``param_spacing``).
         iterations: L-BFGS iterations at this scale.
     """
 
     factor: float
-    shape: tuple[int, ...]
-    spacing: tuple[float, ...]
-    param_shape: tuple[int, ...]
-    param_spacing: tuple[float, ...]
+    grid: Grid
+    param_grid: Grid
     iterations: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Image grid shape."""
+        return self.grid.shape
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Image grid domain spacing."""
+        return self.grid.domain_spacing
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """Parameter grid shape."""
+        return self.param_grid.shape
+
+    @property
+    def param_spacing(self) -> tuple[float, ...]:
+        """Parameter grid domain spacing."""
+        return self.param_grid.domain_spacing
 
 
 def per_scale(value: int | Sequence[int], scales: Sequence[float], name: str) -> tuple[int, ...]:
@@ -80,7 +99,7 @@ def make_scales(
     iterations: int | Sequence[int],
     param_factor: float = 1.0,
 ) -> list[Scale]:
-    """Plan the scales for a full grid ``shape``/``spacing``.
+    """Plan the scales for a full grid ``shape`` with domain ``spacing``.
 
     The parameter grid of scale ``s`` has factor ``s * param_factor`` relative to the full grid,
     except the coarsest scale of a multi-scale plan, which uses ``s`` (no extra reduction, as in
@@ -90,22 +109,11 @@ def make_scales(
     if not 0 < param_factor <= 1:
         raise ValueError(f"lowres_factor must be in (0, 1]; got {param_factor}")
     iters = per_scale(iterations, scales, "iterations")
-    shape = tuple(int(n) for n in shape)
+    full = Grid.from_domain_spacing(shape, spacing)
     plan = []
     for k, (s, it) in enumerate(zip(scales, iters)):
-        grid = low_res_shape(shape, s) if s < 1 else shape
         pf = s if (k == 0 and len(scales) > 1) else s * param_factor
-        pgrid = low_res_shape(shape, pf) if pf < 1 else shape
-        plan.append(
-            Scale(
-                factor=s,
-                shape=grid,
-                spacing=rescale_spacing(spacing, shape, grid),
-                param_shape=pgrid,
-                param_spacing=rescale_spacing(spacing, shape, pgrid),
-                iterations=it,
-            )
-        )
+        plan.append(Scale(s, full.low_res(s), full.low_res(pf), it))
     return plan
 
 
@@ -155,19 +163,6 @@ def check_mask(mask: Tensor | None, source: Tensor) -> Tensor | None:
         got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
         raise ValueError(f"mask must have shape ({batch}, 1, *{spatial}) or (1, 1, *S); got {got}")
     return mask.to(dtype=source.dtype, device=source.device)
-
-
-def resolve_spacing(shape: Sequence[int], spacing: Sequence[float] | None) -> tuple[float, ...]:
-    """Domain spacing of the working grid: parity when None, else checked."""
-    if spacing is None:
-        return domain_spacing(shape)
-    try:
-        spacing = tuple(float(h) for h in spacing)
-    except TypeError:
-        raise ValueError(f"spacing must be a sequence of {len(shape)} numbers") from None
-    if len(spacing) != len(shape) or min(spacing) <= 0:
-        raise ValueError(f"spacing must have {len(shape)} positive entries; got {spacing}")
-    return spacing
 
 
 def upsample_field(x: Tensor, shape: Sequence[int]) -> Tensor:

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..losses import omt_penalty, shooting_energy
+from ..losses.compose import registration_terms, weighted_total
 from ..metrics.jacobian import jacobian_determinant
+from ..ops.pre_weights import pre_weights_from_raw
 from ..ops.warp import warp_image
 from ..shooting import ShootingUnit, SolverOptions, make_shooting_unit
 from . import preweights as PW
@@ -21,8 +22,8 @@ __all__ = ["Parameters", "DeformableObjective", "make_unit"]
 @dataclass
 class Parameters:
     """Momentum ``m: (B, D, *P)`` on a parameter grid and, for RDMM, either raw pre-weights
-    ``x: (B, N, *P)`` (optimised mode, see :mod:`.preweights`) or fixed pre-weights ``h_fixed``
-    ``(B, N, *S)`` on the full grid (predefined mode)."""
+    ``x: (B, N, *P)`` (optimised mode, see :mod:`rdmm_lightning.ops.pre_weights`) or fixed
+    pre-weights ``h_fixed: (B, N, *S)`` on the full grid (predefined mode)."""
 
     m: Tensor
     x: Tensor | None = None
@@ -43,7 +44,7 @@ class Parameters:
     def pre_weights(self) -> Tensor | None:
         """``h0: (B, N, *P)`` on the parameter grid (None for vSVF/LDDMM)."""
         if self.x is not None:
-            return PW.pre_weights_from_raw(self.x)
+            return pre_weights_from_raw(self.x)
         if self.h_fixed is None:
             return None
         shape = tuple(self.m.shape[2:])
@@ -101,14 +102,16 @@ class DeformableObjective:
             initial_map=self.initial_map,
         )
         warped = warp_image(self.source, res.phi_inv, lv.spacing)
-        sim = self.similarity(warped, self.target, self.mask)
-        energy = shooting_energy(m0, res.velocity0, lv.param_spacing)
-        loss = sim + self.energy_weight * energy
-        terms = {"similarity": float(sim.detach()), "energy": float(energy.detach())}
-        if self.omt_weight > 0 and res.weights0 is not None:
-            omt = omt_penalty(res.weights0, self.unit.smoother.sigmas, spacing=lv.param_spacing)
-            loss = loss + self.omt_weight * omt
-            terms["omt"] = float(omt.detach())
+        parts = registration_terms(
+            self.similarity(warped, self.target, self.mask),
+            [(m0, res.velocity0)],
+            lv.param_spacing,
+            weights0=[res.weights0] if self.omt_weight > 0 and res.weights0 is not None else None,
+            sigmas=self.unit.smoother.sigmas,
+        )
+        weights = {"similarity": 1.0, "energy": self.energy_weight, "omt": self.omt_weight}
+        loss = weighted_total(parts, weights)
+        terms = {name: float(value.detach()) for name, value in parts.items()}
         det = None
         if self.fold_penalty > 0:
             det = jacobian_determinant(res.phi_inv, lv.spacing)

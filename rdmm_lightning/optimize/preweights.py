@@ -1,10 +1,6 @@
-r"""RDMM pre-weights for the optimiser: validation, transport into the shooting frame, and the
-free parametrisation of the optimised mode.
-
-Optimised pre-weights are parametrised by raw values ``x: (B, N, *S)`` with
-``h_i = exp(x_i) / sqrt(sum_j exp(2 x_j))``, i.e. ``h_i^2 = softmax(2 x)_i``: ``h >= 0`` and
-``sum_i h_i^2 = 1`` everywhere, with non-vanishing gradients (no dead ReLU units). This equals the
-reference's softmax followed by per-voxel L2 normalisation (reference-notes.md §1.7).
+r"""RDMM pre-weights for the optimiser: validation, transport into the shooting frame, resampling
+and constant starting values. Optimised pre-weights are parametrised by raw values ``x`` (see
+:func:`rdmm_lightning.ops.pre_weights.pre_weights_from_raw`).
 """
 
 from __future__ import annotations
@@ -14,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..ops.pre_weights import PRE_WEIGHT_FLOOR
 from ..ops.resample import resample_image
 from ..ops.warp import sample_field
 
@@ -22,12 +19,8 @@ __all__ = [
     "renormalize",
     "pre_weights_in_frame",
     "at_grid",
-    "raw_from_pre_weights",
-    "pre_weights_from_raw",
     "global_pre_weights",
 ]
-
-_FLOOR = 1e-4
 
 
 def check_pre_weights(pre_weights: Tensor, source: Tensor, num_kernels: int) -> Tensor:
@@ -56,10 +49,10 @@ def check_pre_weights(pre_weights: Tensor, source: Tensor, num_kernels: int) -> 
 def renormalize(h: Tensor) -> Tensor:
     """Per-voxel L2 normalisation ``h / |h|`` with a small floor (``sum_i h_i^2 = 1``)."""
     h = h.clamp_min(0)
-    norm = h.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(_FLOOR)
+    norm = h.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(PRE_WEIGHT_FLOOR)
     out = h / norm
     # voxels whose weights were all ~0 get uniform weights
-    flat = norm <= _FLOOR
+    flat = norm <= PRE_WEIGHT_FLOOR
     if bool(flat.any()):
         uniform = torch.full_like(out, h.shape[1] ** -0.5)
         out = torch.where(flat, uniform, out)
@@ -79,18 +72,6 @@ def pre_weights_in_frame(
 def at_grid(h: Tensor, shape: Sequence[int]) -> Tensor:
     """Pre-weights resampled (anti-aliased) to ``shape`` and renormalised."""
     return renormalize(resample_image(h, shape))
-
-
-def raw_from_pre_weights(h: Tensor) -> Tensor:
-    """Raw parameters ``x = log h`` (floored) reproducing ``h`` through
-    :func:`pre_weights_from_raw`."""
-    return h.clamp_min(_FLOOR).log()
-
-
-def pre_weights_from_raw(x: Tensor) -> Tensor:
-    """``h = exp(x - logsumexp(2 x) / 2)`` over the kernel dimension: ``h >= 0``,
-    ``sum_i h_i^2 = 1``."""
-    return torch.exp(x - 0.5 * torch.logsumexp(2.0 * x, dim=1, keepdim=True))
 
 
 def global_pre_weights(

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..losses import similarity_from_name
 
-__all__ = ["SimilarityFn", "SimilaritySpec", "build_similarity"]
+__all__ = ["SimilarityFn", "SimilaritySpec", "build_similarity", "check_similarity"]
 
 SimilarityFn = Callable[..., Tensor]
 """``fn(warped, target, mask=None) -> scalar`` loss to minimise."""
@@ -51,3 +51,16 @@ def build_similarity(
         return fn(warped, target, mask=mask)
 
     return sim
+
+
+def check_similarity(
+    similarity: SimilaritySpec,
+    kwargs: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Build the similarity once to check its name and arguments: a one-line ``ValueError``
+    also for arguments its constructor does not take."""
+    try:
+        build_similarity(similarity, kwargs, defaults)
+    except TypeError as exc:
+        raise ValueError(f"similarity_kwargs {dict(kwargs or {})}: {exc}") from None

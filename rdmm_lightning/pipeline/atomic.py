@@ -1,19 +1,29 @@
 """All-or-nothing outputs: stage files in a hidden sibling folder, move them into place at the end.
 
 A failed command leaves no output folder (and no parent folders) behind; an existing output
-folder is only touched once every new file has been written.
+folder is only touched once every new file has been written. :func:`output_lock` keeps two
+commands from writing one output folder at the same time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["check_output_dir", "check_output_file", "staged_dir", "staged_file"]
+__all__ = [
+    "check_output_dir",
+    "check_output_file",
+    "lock_path",
+    "output_lock",
+    "staged_dir",
+    "staged_file",
+]
 
 
 def _umask() -> int:
@@ -99,3 +109,118 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp / out.name, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# one writer per output folder
+
+
+def lock_path(out_dir: str | os.PathLike) -> Path:
+    """The lock file of an output folder: ``.<name>.<hash>.rdmm-lock`` in the folder's nearest
+    existing ancestor (next to the staging folders; never inside the output folder, and no
+    folder is created for it). The hash of the absolute path tells apart folders that share
+    an ancestor."""
+    out = Path(out_dir).absolute()
+    digest = hashlib.sha1(os.fsencode(out)).hexdigest()[:10]
+    return _nearest_existing(out) / f".{out.name}.{digest}.rdmm-lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _create(path: Path) -> bool:
+    """Create ``path`` holding this process's id, atomically (``O_EXCL``); False if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
+    return True
+
+
+def _take_stale(path: Path, pid: int | None) -> None:
+    """Move aside a lock whose holder ``pid`` is dead. Only one of several processes can rename
+    a given file; one that finds it moved away just tries to create the lock again. A moved
+    file that turns out to be a new live lock (it changed after it was read) is put back."""
+    aside = path.with_name(f"{path.name}.stale-{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if _read_pid(aside) != pid and not path.exists():
+        os.rename(aside, path)
+        return
+    aside.unlink(missing_ok=True)
+
+
+@contextmanager
+def output_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of ``out_dir`` (:func:`lock_path`) for the duration of the block.
+
+    The lock file is created atomically (``O_EXCL``) and holds this process's id; a second
+    command for the same folder gets a one-line ``ValueError`` while the first one holds it.
+    The lock of a process that no longer exists (killed) is taken over. Re-entrant within one
+    process (a nested block for the same folder is a no-op).
+
+    Raises:
+        ValueError: another live process holds the lock.
+    """
+    path = lock_path(out_dir)
+    if path in _HELD:
+        yield path
+        return
+    _acquire(path, out_dir)
+    _HELD.add(path)
+    try:
+        yield path
+    finally:
+        _HELD.discard(path)
+        if _read_pid(path) == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+_HELD: set[Path] = set()
+"""Lock files this process holds."""
+
+
+def _acquire(path: Path, out_dir: str | os.PathLike, attempts: int = 100) -> None:
+    for _ in range(attempts):
+        if _create(path):
+            return
+        pid = _read_pid(path)
+        if pid is not None and _pid_alive(pid):
+            raise ValueError(
+                f"{out_dir}: another rdmm command (pid {pid}) is writing this folder "
+                f"(lock file {path}); wait for it to finish or choose another output folder"
+            )
+        if pid is None and _age(path) < 2.0:
+            time.sleep(0.02)  # created but its pid not written yet: read it again
+            continue
+        _take_stale(path, pid)
+    raise ValueError(f"{out_dir}: cannot take the lock file {path}")
+
+
+def _age(path: Path) -> float:
+    """Seconds since ``path`` was last modified (infinite when it is gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")

@@ -14,7 +14,14 @@ The schema's defaults come from the optimisers' own signatures and default const
 * every keyword argument of :func:`rdmm_lightning.optimize.optimize_deformable` that is not
   pipeline-managed (``sigmas``, ``iterations``, ``energy_weight``, ``solver.num_steps``, ...).
 
-Unknown keys raise a one-line ``ValueError`` that names the key and where it came from.
+One list holds the pipeline keys (:data:`REGISTER_DEFAULTS`, plus ``affine_options``); the
+optimiser keys are what the optimisers' signatures add to it, less the arguments the pipeline
+sets for each pair (:data:`PER_PAIR_ARGUMENTS`). :func:`optimizer_arguments` splits a resolved
+config back along the same line.
+
+Unknown keys raise a one-line ``ValueError`` that names the key and where it came from; checks
+of values that a command-line flag may set raise :class:`OptionError`, which a caller can
+re-word with its own option names (``--max-time`` for ``max_time``).
 """
 
 from __future__ import annotations
@@ -22,15 +29,44 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from ..options import (
+    IntensityNormalization,
+    Model,
+    Regularizer,
+    Similarity,
+    SpacingMode,
+    StrOption,
+    values,
+)
 
 __all__ = [
     "LUNG_REGION",
+    "PER_PAIR_ARGUMENTS",
+    "PIPELINE_KEYS",
     "REGISTER_DEFAULTS",
+    "OptionError",
     "default_register_config",
+    "optimizer_arguments",
     "resolve_register_config",
 ]
+
+
+class OptionError(ValueError):
+    """A bad option value; the message names the option(s) through ``render``, so that a caller
+    can name them its own way (:meth:`named`, e.g. with command-line flags)."""
+
+    def __init__(self, options: Sequence[str], render: Callable[[list[str]], str]) -> None:
+        self.options = list(options)
+        self.render = render
+        super().__init__(render(self.options))
+
+    def named(self, names: Mapping[str, str]) -> str:
+        """The message with each option renamed by ``names`` (unknown ones kept)."""
+        return self.render([names.get(o, o) for o in self.options])
+
 
 LUNG_REGION: dict[str, list[float]] = {
     "sigmas": [0.04, 0.06, 0.08, 0.2],
@@ -56,21 +92,19 @@ REGISTER_DEFAULTS: dict[str, Any] = {
 }
 """Pipeline-level defaults (the optimiser options are added by :func:`default_register_config`)."""
 
-# keys of the optimisers that the pipeline sets itself
-_MANAGED = {
-    "source",
-    "target",
-    "model",
+PIPELINE_KEYS = (*REGISTER_DEFAULTS, "affine_options")
+"""Top-level keys that are not keyword arguments of the deformable optimiser."""
+
+PER_PAIR_ARGUMENTS = (
     "spacing",
     "initial_map",
     "initial_forward",
-    "similarity",
-    "regularizer",
     "pre_weights",
-    "max_time",
     "progress",
     "mask",
-}
+)
+"""Optimiser keyword arguments that the pipeline computes for each pair (never options)."""
+
 # mappings whose keys are free (passed through to constructors)
 _OPEN = {"similarity_kwargs", "affine_options.similarity_kwargs"}
 
@@ -86,11 +120,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _keyword_defaults(fn) -> dict[str, Any]:
+def _keyword_defaults(fn, own: Iterable[str] = ()) -> dict[str, Any]:
+    """Keyword-only defaults of an optimiser, less the per-pair arguments and the pipeline
+    keys (except ``own``: keys the optimiser stage keeps its own value of)."""
+    skip = (set(PER_PAIR_ARGUMENTS) | set(REGISTER_DEFAULTS)) - set(own)
     return {
         name: _plain(p.default)
         for name, p in inspect.signature(fn).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _MANAGED
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip
     }
 
 
@@ -101,17 +138,39 @@ def default_register_config() -> dict[str, Any]:
     from ..shooting import SolverOptions
 
     cfg = _plain(REGISTER_DEFAULTS)
-    affine = _keyword_defaults(optimize_affine)
+    affine = _keyword_defaults(optimize_affine, own=("similarity_kwargs",))
     affine["similarity"] = None  # None: the top-level similarity
     affine["similarity_kwargs"] = {}
     affine["lbfgs"] = _plain(LbfgsOptions())
     cfg["affine_options"] = affine
     deformable = _keyword_defaults(optimize_deformable)
-    deformable.pop("similarity_kwargs", None)
     deformable["solver"] = _plain(SolverOptions("rk4", D.DEFAULT_NUM_STEPS))
     deformable["lbfgs"] = _plain(LbfgsOptions())
     cfg.update(deformable)
     return cfg
+
+
+def optimizer_arguments(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(affine_kwargs, deformable_kwargs)`` of :func:`rdmm_lightning.optimize.register_tensors`
+    from a resolved config (without ``pre_weights``, ``progress`` and ``max_time``)."""
+    from ..optimize import LbfgsOptions
+    from ..shooting import SolverOptions
+
+    aff = dict(cfg["affine_options"])
+    aff["similarity"] = aff["similarity"] or cfg["similarity"]
+    if not aff["similarity_kwargs"] and aff["similarity"] == cfg["similarity"]:
+        aff["similarity_kwargs"] = dict(cfg["similarity_kwargs"])
+    aff["similarity_kwargs"] = aff["similarity_kwargs"] or None
+    aff["lbfgs"] = LbfgsOptions(**aff["lbfgs"])
+    if cfg["model"] == "affine":
+        return aff, {}
+    deformable = {k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}
+    deformable["similarity"] = cfg["similarity"]
+    deformable["similarity_kwargs"] = dict(cfg["similarity_kwargs"]) or None
+    deformable["regularizer"] = cfg["regularizer"]
+    deformable["solver"] = SolverOptions(**cfg["solver"])
+    deformable["lbfgs"] = LbfgsOptions(**cfg["lbfgs"])
+    return aff, deformable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,34 +317,30 @@ def resolve_register_config(
 
 def _finalize(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate choices and fill the model-dependent defaults."""
-    from ..losses import SIMILARITY_NAMES
-    from ..optimize import REGISTRATION_MODELS, REGULARIZERS
     from ..optimize import defaults as D
-    from .pair import NORMALIZE_MODES, SPACING_MODES
 
-    choices = {
-        "model": REGISTRATION_MODELS,
-        "similarity": SIMILARITY_NAMES,
-        "regularizer": REGULARIZERS,
-        "spacing_mode": SPACING_MODES,
-        "normalize": NORMALIZE_MODES,
+    choices: dict[str, type[StrOption]] = {
+        "model": Model,
+        "similarity": Similarity,
+        "regularizer": Regularizer,
+        "spacing_mode": SpacingMode,
+        "normalize": IntensityNormalization,
     }
-    for key, allowed in choices.items():
+    for key, option in choices.items():
+        allowed = values(option)
         if cfg[key] not in allowed:
-            raise ValueError(
-                f"option {key!r} must be one of {', '.join(allowed)}; got {cfg[key]!r}"
-            )
+            text = f"must be one of {', '.join(allowed)}; got {cfg[key]!r}"
+            raise OptionError([key], lambda n, text=text: f"option {n[0]!r} {text}")
     aff_sim = cfg["affine_options"]["similarity"]
-    if aff_sim is not None and aff_sim not in SIMILARITY_NAMES:
+    if aff_sim is not None and aff_sim not in values(Similarity):
         raise ValueError(
-            f"option 'affine_options.similarity' must be one of {', '.join(SIMILARITY_NAMES)}; "
+            f"option 'affine_options.similarity' must be one of {', '.join(values(Similarity))}; "
             f"got {aff_sim!r}"
         )
     _resolve_runtime(cfg)
     if cfg["max_time"] is not None and not cfg["max_time"] > 0:
-        raise ValueError(
-            f"option 'max_time' must be a positive number of seconds; got {cfg['max_time']}"
-        )
+        text = f"must be a positive number of seconds; got {cfg['max_time']}"
+        raise OptionError(["max_time"], lambda n: f"option {n[0]!r} {text}")
     model, predefined = cfg["model"], cfg["regularizer"] == "predefined"
     if predefined and model != "rdmm":
         raise ValueError(f"regularizer 'predefined' needs model 'rdmm'; got model {model!r}")
@@ -305,7 +360,24 @@ def _finalize(cfg: dict[str, Any]) -> dict[str, Any]:
     if model == "rdmm" and cfg["initial_h2"] is None and not cfg["region_mask"]:
         cfg["initial_h2"] = list(D.DEFAULT_RDMM_INITIAL_H2)
     _check_stack(cfg)
+    _check_optimizers(cfg)
     return cfg
+
+
+def _check_optimizers(cfg: dict[str, Any]) -> None:
+    """Every optimiser option checked as the optimisers will (one-line errors), so that e.g. a
+    list with one entry too few fails now, not after the affine stage."""
+    from ..optimize.affine import check_affine_options
+    from ..optimize.deformable import check_deformable_options
+
+    aff, deformable = optimizer_arguments(cfg)  # L-BFGS and solver settings checked here
+    if cfg["model"] != "affine":
+        check_deformable_options(cfg["model"], deformable)
+    if cfg["affine"]:
+        try:
+            check_affine_options(aff)
+        except ValueError as exc:
+            raise ValueError(f"affine_options: {exc}") from None
 
 
 def _resolve_runtime(cfg: dict[str, Any]) -> None:

@@ -1,18 +1,24 @@
 """``rdmm evaluate`` as a function: register every pair of a CSV file and summarise the metrics.
 
-:func:`evaluate_pairs` reads ``PAIRS.csv`` (:func:`read_pairs_csv`, columns
-``source,target[,source_label,target_label]``, relative paths relative to the CSV's folder) and
-registers each pair either with a trained network checkpoint (the steps of ``rdmm infer``:
-:func:`rdmm_lightning.models.load_registration_checkpoint` -> :func:`~.pair.prepare_pair` on the
-checkpoint's grid -> ``module.predict``) or with a pairwise optimiser
-(:func:`~.register.register_files`, options as for ``rdmm register``). Each pair's files of
-architecture.md go into ``OUT/pair_XXX/`` (``XXX`` = the pair's 1-based index), then
-``OUT/results.csv`` (one row per pair, :data:`RESULT_COLUMNS`) and ``OUT/summary.json`` (mean
-and std over the pairs, the model and the resolved options) are written.
+:func:`evaluate_pairs` reads ``PAIRS.csv`` (:func:`rdmm_lightning.io.pairs.read_pairs_csv`,
+columns ``source,target[,source_label,target_label]``, relative paths relative to the CSV's
+folder) and registers each pair through the orchestrator :mod:`.run`, either with a trained
+network checkpoint (:func:`~.run.infer`, as ``rdmm infer``; the checkpoint is loaded once) or
+with a pairwise optimiser (:func:`~.run.register`, options as for ``rdmm register``, resolved
+once). Each pair's output files (docs/architecture.md) go into ``OUT/pair_XXX/`` (``XXX`` =
+the pair's 1-based index), then ``OUT/results.csv`` (one row per pair, :data:`RESULT_COLUMNS`) and
+``OUT/summary.json`` (mean and std over the pairs, the model and the resolved options) are
+written.
 
 Every option, the CSV and every file it names are checked before the first registration, so a
 bad input leaves no output folder behind. A registration that fails later with a user error
-stops the run with a ``ValueError`` naming the pair; the finished pairs' folders are kept.
+stops the run with a ``ValueError`` naming the pair; the finished pairs' folders are kept, and
+``resume=True`` (``rdmm evaluate --resume``) continues such a run, or one that was killed: a
+pair whose folder holds the ``metrics.json`` of the same pair and options is not registered
+again, its row is read back from it (pair folders are written all or nothing, so one with a
+``metrics.json`` is complete). The output folder is locked while the command runs
+(:func:`~.atomic.output_lock`). Pairs whose deformable stage ran 0 iterations (their outputs
+are the affine registration) are listed in ``summary.json``'s ``"incomplete"``.
 """
 
 from __future__ import annotations
@@ -23,15 +29,19 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from .atomic import check_output_dir, staged_file
+from .._version import __version__
+from ..io.pairs import PAIR_COLUMNS, PairRow, read_pairs_csv
+from .atomic import check_output_dir, output_lock, staged_file
+from .config import OptionError
 
 __all__ = [
+    "PAIR_COLUMNS",
     "RESULT_COLUMNS",
     "SUMMARY_METRICS",
     "Evaluation",
@@ -41,9 +51,6 @@ __all__ = [
     "pair_folder_name",
     "read_pairs_csv",
 ]
-
-PAIR_COLUMNS = ("source", "target", "source_label", "target_label")
-"""Columns of ``PAIRS.csv`` (the label columns are optional; other columns are ignored)."""
 
 SUMMARY_METRICS = (
     "dice_mean",
@@ -59,127 +66,19 @@ RESULT_COLUMNS = ("index", "source", "target") + SUMMARY_METRICS
 """Columns of ``results.csv``."""
 
 
-@dataclass(frozen=True)
-class PairRow:
-    """One row of ``PAIRS.csv`` with its paths resolved against the CSV's folder.
-
-    Attributes:
-        index: 1-based pair number (the output folder is :func:`pair_folder_name` of it).
-        line: line of the CSV file the row was read from (the header is line 1).
-        source, target: image paths.
-        source_label, target_label: label map paths (both or neither), or None.
-    """
-
-    index: int
-    line: int
-    source: str
-    target: str
-    source_label: str | None = None
-    target_label: str | None = None
-
-    @property
-    def has_labels(self) -> bool:
-        """Whether the row names label maps (Dice is computed then)."""
-        return self.source_label is not None
-
-
 @dataclass
 class Evaluation:
-    """What :func:`evaluate_pairs` wrote: the rows of ``results.csv`` and ``summary.json``."""
+    """What :func:`evaluate_pairs` wrote: the rows of ``results.csv`` and ``summary.json``;
+    ``resumed`` the indices of the pairs read back from an earlier run."""
 
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
+    resumed: list[int] = field(default_factory=list)
 
 
 def pair_folder_name(index: int, count: int) -> str:
     """``pair_001``-style folder name of pair ``index`` of ``count`` (at least 3 digits)."""
     return f"pair_{index:0{max(3, len(str(count)))}d}"
-
-
-# ---------------------------------------------------------------------------------------------
-# reading and checking PAIRS.csv
-
-
-def _resolve(cell: str, folder: str) -> str:
-    path = os.path.expanduser(cell)
-    return os.path.normpath(path if os.path.isabs(path) else os.path.join(folder, path))
-
-
-def _check_image_file(path: str, where: str) -> None:
-    from ..io.volume import _check_file
-
-    try:
-        _check_file(path)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    if not os.access(path, os.R_OK):
-        raise ValueError(f"{where}: {path}: not readable")
-
-
-def read_pairs_csv(path: str | os.PathLike, check_files: bool = True) -> list[PairRow]:
-    """Read and check ``PAIRS.csv``; returns one :class:`PairRow` per non-empty row.
-
-    Raises:
-        ValueError: one line naming the CSV (and line and file) at fault: a missing or
-            unreadable CSV, a missing ``source``/``target`` column (or only one label column),
-            an empty cell, a row with only one label map, no rows, or (``check_files``) a file
-            that does not exist or is not a readable image file.
-    """
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise ValueError(f"{name}: pairs file not found")
-    if not os.path.isfile(name):
-        raise ValueError(f"{name}: pairs file is not a file")
-    folder = os.path.dirname(name)
-    try:
-        with open(name, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            records = [(reader.line_num, row) for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise ValueError(f"{name}: cannot read the pairs file ({first})") from None
-    records = [(line, row) for line, row in records if any(cell.strip() for cell in row)]
-    if not records:
-        raise ValueError(f"{name}: empty pairs file (need a header {','.join(PAIR_COLUMNS)})")
-    header_line, header = records[0]
-    columns = [cell.strip() for cell in header]
-    missing = [c for c in ("source", "target") if c not in columns]
-    labels = [c for c in ("source_label", "target_label") if c in columns]
-    if len(labels) == 1:
-        missing.append(({"source_label", "target_label"} - set(labels)).pop())
-    if missing:
-        raise ValueError(
-            f"{name}: missing column(s) {', '.join(missing)} in the header (line "
-            f"{header_line}: {','.join(columns)}); need {','.join(PAIR_COLUMNS)}, labels optional"
-        )
-    position = {c: columns.index(c) for c in PAIR_COLUMNS if c in columns}
-    pairs: list[PairRow] = []
-    for line, row in records[1:]:
-        cells = {c: (row[i].strip() if i < len(row) else "") for c, i in position.items()}
-        where = f"{name}, line {line}"
-        for column in ("source", "target"):
-            if not cells[column]:
-                raise ValueError(f"{where}: empty {column} cell")
-        if bool(cells.get("source_label")) != bool(cells.get("target_label")):
-            raise ValueError(f"{where}: give both source_label and target_label, or neither")
-        paths = {c: _resolve(v, folder) if v else None for c, v in cells.items()}
-        if check_files:
-            for column in PAIR_COLUMNS:
-                if paths.get(column):
-                    _check_image_file(paths[column], f"{where}, {column}")
-        pairs.append(
-            PairRow(
-                index=len(pairs) + 1,
-                line=line,
-                source=paths["source"],
-                target=paths["target"],
-                source_label=paths.get("source_label"),
-                target_label=paths.get("target_label"),
-            )
-        )
-    if not pairs:
-        raise ValueError(f"{name}: no pairs (only the header)")
-    return pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,50 +95,22 @@ def _checkpoint_registrar(
     device: str | None,
     threads: int | None = None,
 ) -> tuple[Registrar, str, dict[str, Any]]:
-    """Load the checkpoint once; returns the per-pair function (the steps of ``rdmm infer``),
-    the model name and the options recorded in ``summary.json``."""
-    from ..models import load_registration_checkpoint
-    from ..runtime import requested_threads, resolve_device
-    from .network import register_with_network
-    from .outputs import write_registration_outputs
+    """Load the checkpoint once (options checked); returns the per-pair function
+    (:func:`~.run.infer`), the model name and the options recorded in ``summary.json``."""
+    from .network import load_network
+    from .run import infer
 
-    if num_steps is not None and num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    if refine_steps < 0:
-        raise ValueError(f"refine_steps must be >= 0; got {refine_steps}")
-    dev = resolve_device(device)
-    requested_threads(threads)  # a bad count or RDMM_NUM_THREADS fails before any work
-    module = load_registration_checkpoint(checkpoint)  # CheckpointError is a ValueError
-    if module.model_name == "affine" and refine_steps:
-        raise ValueError(
-            f"{os.fspath(checkpoint)}: refine steps apply to svf/lddmm/rdmm checkpoints, not affine"
-        )
-    module = module.to(dev)
-    config = {
-        "checkpoint": os.fspath(checkpoint),
-        "num_steps": module.num_steps if num_steps is None else num_steps,
-        "refine_steps": refine_steps,
-        "device": str(dev),
-        "threads": threads,
-        "hparams": dict(module.hparams),
-    }
+    network = load_network(
+        checkpoint, num_steps=num_steps, refine_steps=refine_steps, device=device, threads=threads
+    )
+    trained = network.module.num_steps if num_steps is None else num_steps
 
     def run(row: PairRow, out_dir: str) -> dict[str, Any]:
-        pair, result = register_with_network(
-            module,
-            row.source,
-            row.target,
-            source_label=row.source_label,
-            target_label=row.target_label,
-            num_steps=num_steps,
-            refine_steps=refine_steps,
-            name=os.fspath(checkpoint),
-            threads=threads,
-        )
-        pair_config = dict(config, num_steps=result.extras.get("num_steps"))
-        return write_registration_outputs(out_dir, pair, result, config=pair_config)
+        labels = {"source_label": row.source_label, "target_label": row.target_label}
+        result = infer(network, row.source, row.target, out_dir=out_dir, **labels)
+        return result.extras["metrics"]
 
-    return run, module.model_name, config
+    return run, network.model_name, network.config(trained)
 
 
 def _optimiser_registrar(
@@ -251,30 +122,45 @@ def _optimiser_registrar(
     threads: int | None = None,
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Resolve the options once (errors before any work); returns the per-pair function
-    (:func:`~.register.register_files`), the model name and the resolved options."""
+    (:func:`~.run.register`), the model name and the resolved options."""
     from .config import resolve_register_config
-    from .register import register_files
+    from .run import register
 
     explicit = {"model": model, "max_time": max_time, "device": device, "threads": threads}
     cfg = resolve_register_config(config, overrides, explicit)  # checks device and threads
 
     def run(row: PairRow, out_dir: str) -> dict[str, Any]:
-        return register_files(
-            row.source,
-            row.target,
-            out_dir,
-            model=model,
-            source_label=row.source_label,
-            target_label=row.target_label,
-            max_time=max_time,
-            device=device,
-            threads=threads,
-            config=config,
-            overrides=overrides,
-            progress=False,
+        labels = {"source_label": row.source_label, "target_label": row.target_label}
+        result = register(
+            row.source, row.target, cfg, out_dir=out_dir, region_mask=cfg["region_mask"], **labels
         )
+        return result.extras["metrics"]
 
     return run, cfg["model"], cfg
+
+
+PAIRWISE_ONLY = ("max_time", "config", "overrides")
+CHECKPOINT_ONLY = ("num_steps", "refine_steps")
+
+
+def check_evaluate_options(checkpoint: Any, model: Any, given: Mapping[str, Any]) -> None:
+    """Raise :class:`~.config.OptionError` unless exactly one of ``checkpoint`` and ``model``
+    is given, with only the options of its kind (``given``: option name -> value, None when not
+    given; :data:`PAIRWISE_ONLY`, :data:`CHECKPOINT_ONLY`)."""
+    if (checkpoint is None) == (model is None):
+        got = "both" if checkpoint is not None else "neither"
+        raise OptionError(
+            ["checkpoint", "model"],
+            lambda n: f"give exactly one of {n[0]} (a trained network) and {n[1]} (got {got})",
+        )
+    own, other = (
+        ("checkpoint", "pairwise model") if model is None else ("pairwise model", "checkpoint")
+    )
+    wrong = [
+        k for k in (PAIRWISE_ONLY if model is None else CHECKPOINT_ONLY) if given.get(k) is not None
+    ]
+    if wrong:
+        raise OptionError(wrong, lambda n: f"{', '.join(n)} apply to a {other}, not a {own}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +200,7 @@ def _summary(
     rows: Sequence[dict[str, Any]],
     pairs: Sequence[PairRow],
     stopped: Sequence[int],
+    incomplete: Sequence[int],
     *,
     model: str,
     checkpoint: str | None,
@@ -339,6 +226,7 @@ def _summary(
         "std": stds,
         "std_ddof": 0,
         "stopped_early": list(stopped),
+        "incomplete": list(incomplete),
         "wall_time_s": wall_time_s,
         "config": dict(config),
         "version": __version__,
@@ -393,6 +281,120 @@ def _progress_line(row: PairRow, count: int, metrics: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Progress:
+    """The rows so far and the indices of the pairs that stopped early, were incomplete (0
+    deformable iterations) or were read back from an earlier run."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+    incomplete: list[int] = field(default_factory=list)
+    resumed: list[int] = field(default_factory=list)
+
+    def add(self, row: PairRow, metrics: Mapping[str, Any]) -> None:
+        self.rows.append(_result_row(row, metrics))
+        if metrics.get("stopped"):
+            self.stopped.append(row.index)
+        if not metrics.get("complete", True):
+            self.incomplete.append(row.index)
+
+
+def _register_all(
+    pairs: Sequence[PairRow],
+    run: Registrar,
+    out: Path,
+    names: tuple[str, str],
+    progress: bool,
+    resume: Mapping[str, Any] | None = None,
+) -> _Progress:
+    """Register every pair into ``out/pair_XXX``; returns the ``results.csv`` rows and the
+    pairs' indices by outcome. A user error names the pair (``names``: the CSV and the output
+    folder as the caller gave them). With ``resume`` (the run's config), a pair done by an
+    earlier run with that config is read back instead (:func:`_done_metrics`)."""
+    from .run import IncompleteRegistration
+
+    csv_name, out_dir = names
+    done = _Progress()
+    count = len(pairs)
+    for row in pairs:
+        folder = out / pair_folder_name(row.index, count)
+        metrics = None if resume is None else _done_metrics(row, folder, resume)
+        if metrics is not None:
+            done.add(row, metrics)
+            done.resumed.append(row.index)
+            if progress:
+                line = _progress_line(row, count, metrics)
+                print(f"{line} (done earlier, kept)", file=sys.stderr, flush=True)
+            continue
+        try:
+            with warnings.catch_warnings():  # counted in summary.json's "incomplete" instead
+                warnings.simplefilter("ignore", IncompleteRegistration)
+                metrics = run(row, os.fspath(folder))
+        except ValueError as exc:
+            message = " ".join(str(exc).split())
+            kept = f"; pairs 1-{row.index - 1} are in {out_dir}" if row.index > 1 else ""
+            raise ValueError(
+                f"pair {row.index}/{count} ({csv_name}, line {row.line}: {row.source} -> "
+                f"{row.target}) failed: {message}{kept}"
+            ) from exc
+        done.add(row, metrics)
+        if progress:
+            print(_progress_line(row, count, metrics), file=sys.stderr, flush=True)
+    return done
+
+
+RUNTIME_KEYS = ("device", "threads")
+"""Options that may differ between a run and its resumption (they do not change results)."""
+
+
+def _comparable(config: Any) -> Any:
+    from .outputs import _jsonable
+
+    plain = _jsonable(config or {})
+    return {k: v for k, v in plain.items() if k not in RUNTIME_KEYS}
+
+
+def _same_file(a: Any, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return os.path.realpath(os.fspath(a)) == os.path.realpath(b)
+
+
+def _done_metrics(row: PairRow, folder: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The metrics of pair ``row`` from ``folder/metrics.json`` when an earlier run finished it
+    with ``config`` (runtime keys aside), None when it has to run (no or unreadable file).
+
+    Raises:
+        ValueError: the folder holds another pair, or one registered with other options.
+    """
+    path = folder / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or "negative_jacobian_voxels" not in metrics:
+        return None
+    files = [
+        (metrics.get("source", {}).get("path"), row.source),
+        (metrics.get("target", {}).get("path"), row.target),
+        (metrics.get("source_label"), row.source_label),
+        (metrics.get("target_label"), row.target_label),
+    ]
+    if not all(_same_file(a, b) for a, b in files):
+        raise ValueError(
+            f"{folder} holds another pair than {row.source} -> {row.target}; "
+            "resume with the same pairs file or choose another output folder"
+        )
+    before, now = _comparable(metrics.get("config")), _comparable(config)
+    if before != now:
+        keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        raise ValueError(
+            f"{folder} was registered with other options (differing: {', '.join(keys)}); "
+            "resume with the same options or choose another output folder"
+        )
+    return metrics
+
+
 def evaluate_pairs(
     pairs_csv: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -400,13 +402,14 @@ def evaluate_pairs(
     checkpoint: str | os.PathLike | None = None,
     model: str | None = None,
     num_steps: int | None = None,
-    refine_steps: int = 0,
+    refine_steps: int | None = None,
     device: str | None = None,
     max_time: float | None = None,
     config: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
     progress: bool = True,
     threads: int | None = None,
+    resume: bool = False,
 ) -> Evaluation:
     """Register every pair of ``pairs_csv`` and write ``out_dir`` (see the module docstring).
 
@@ -417,7 +420,7 @@ def evaluate_pairs(
         model: a pairwise optimiser ``"affine"``, ``"svf"``, ``"lddmm"`` or ``"rdmm"`` (as
             ``rdmm register``); exactly one of the two.
         num_steps, refine_steps: network iterations (default: as trained) and instance
-            optimisation steps (checkpoint only).
+            optimisation steps (default 0) (checkpoint only).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (default auto, or the
             config's for ``model``).
         max_time: wall-clock limit per pair in seconds (``model`` only).
@@ -426,6 +429,8 @@ def evaluate_pairs(
         progress: one line per pair on stderr.
         threads: intra-op threads per registration (default: ``RDMM_NUM_THREADS`` or chosen
             per pair by :func:`rdmm_lightning.runtime.choose_num_threads`).
+        resume: keep the pairs an earlier run into ``out_dir`` finished with the same options
+            (see the module docstring); the results are those of an uninterrupted run.
 
     Returns:
         :class:`Evaluation` with the ``results.csv`` rows and the ``summary.json`` dict.
@@ -436,23 +441,15 @@ def evaluate_pairs(
             (the finished pairs' folders are kept, no summary is written).
     """
     overrides = list(overrides)
-    if (checkpoint is None) == (model is None):
-        raise ValueError("give exactly one of checkpoint (a trained network) and model")
-    if checkpoint is not None:
-        extra = {"max_time": max_time, "config": config}
-        given = [k for k, v in extra.items() if v is not None] + (
-            ["overrides"] if overrides else []
-        )
-        if given:
-            raise ValueError(f"{', '.join(given)} apply to a pairwise model, not a checkpoint")
-    elif num_steps is not None or refine_steps:
-        raise ValueError("num_steps and refine_steps apply to a checkpoint, not a pairwise model")
+    given = {"max_time": max_time, "config": config, "overrides": overrides or None}
+    given.update(num_steps=num_steps, refine_steps=refine_steps)
+    check_evaluate_options(checkpoint, model, given)
     csv_name = os.fspath(pairs_csv)
     out = check_output_dir(out_dir)
     pairs = read_pairs_csv(csv_name)
     if checkpoint is not None:
         run, model_name, cfg = _checkpoint_registrar(
-            checkpoint, num_steps, refine_steps, device, threads
+            checkpoint, num_steps, refine_steps or 0, device, threads
         )
     else:
         run, model_name, cfg = _optimiser_registrar(
@@ -460,35 +457,20 @@ def evaluate_pairs(
         )
 
     start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    stopped: list[int] = []
-    count = len(pairs)
-    for row in pairs:
-        folder = out / pair_folder_name(row.index, count)
-        try:
-            metrics = run(row, os.fspath(folder))
-        except ValueError as exc:
-            message = " ".join(str(exc).split())
-            kept = f"; pairs 1-{row.index - 1} are in {out_dir}" if row.index > 1 else ""
-            raise ValueError(
-                f"pair {row.index}/{count} ({csv_name}, line {row.line}: {row.source} -> "
-                f"{row.target}) failed: {message}{kept}"
-            ) from exc
-        rows.append(_result_row(row, metrics))
-        if metrics.get("stopped"):
-            stopped.append(row.index)
-        if progress:
-            print(_progress_line(row, count, metrics), file=sys.stderr, flush=True)
-    summary = _summary(
-        rows,
-        pairs,
-        stopped,
-        model=model_name,
-        checkpoint=None if checkpoint is None else os.fspath(checkpoint),
-        pairs_csv=csv_name,
-        out_dir=os.fspath(out_dir),
-        config=cfg,
-        wall_time_s=time.perf_counter() - start,
-    )
-    _write_results(out, rows, summary)
-    return Evaluation(rows=rows, summary=summary)
+    names = (csv_name, os.fspath(out_dir))
+    with output_lock(out):
+        done = _register_all(pairs, run, out, names, progress, cfg if resume else None)
+        summary = _summary(
+            done.rows,
+            pairs,
+            done.stopped,
+            done.incomplete,
+            model=model_name,
+            checkpoint=None if checkpoint is None else os.fspath(checkpoint),
+            pairs_csv=csv_name,
+            out_dir=os.fspath(out_dir),
+            config=cfg,
+            wall_time_s=time.perf_counter() - start,
+        )
+        _write_results(out, done.rows, summary)
+    return Evaluation(rows=done.rows, summary=summary, resumed=done.resumed)

@@ -1,87 +1,182 @@
-"""One pair of image files through a trained network (the steps of ``rdmm infer``).
+"""The *predict* stage of :mod:`rdmm_lightning.pipeline.run`: a trained network checkpoint.
 
-The pair is read and put on the grid the network was trained on: the target's grid through the
-checkpoint's training preprocessing (:class:`~rdmm_lightning.io.training_grid.TrainingGrid`:
-e.g. reoriented to RAS+ and resized), or, for modules without that record, a grid of the
-module's ``image_shape`` over the target's field of view. The source is resampled into it in
-physical space, and the module predicts the maps (K network passes, optionally N steps of
-instance optimisation).
+:func:`load_network` loads a checkpoint once and checks the options of a run (network passes K,
+instance-optimisation steps N, device, threads): every such check lives here, and
+:class:`OptionError` lets the command line name them as flags. A :class:`Network` then prepares
+each pair as the network saw its training pairs (:meth:`Network.prepare`: the data module's
+preprocessing record, replayed by :func:`~.pair.prepare_preprocessed_pair`; for checkpoints
+without a record, a grid of the module's ``image_shape`` over the target's field of view with
+percentile-normalised intensities) and predicts the maps (:meth:`Network.predict`).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..io import Volume, read_image
-from ..registration import RegistrationResult
-from ..runtime import choose_num_threads, num_threads
-from .pair import PreparedPair, VolumeLike, prepare_pair
+from ..io.preprocessing import PreprocessingConfig
+from ..result import RegistrationResult
+from ..runtime import choose_num_threads, num_threads, requested_threads, resolve_device
+from .config import OptionError
+from .pair import PreparedPair, VolumeLike, prepare_pair, prepare_preprocessed_pair
 
-__all__ = ["register_with_network"]
+__all__ = ["Network", "check_network_options", "load_network"]
 
 
-def register_with_network(
-    module: Any,
-    source: VolumeLike,
-    target: VolumeLike,
-    *,
-    source_label: VolumeLike | None = None,
-    target_label: VolumeLike | None = None,
-    num_steps: int | None = None,
-    refine_steps: int = 0,
+def check_network_options(
+    num_steps: int | None,
+    refine_steps: int,
+    model_name: str | None = None,
     name: str = "checkpoint",
-    threads: int | None = None,
-) -> tuple[PreparedPair, RegistrationResult]:
-    """Register ``source`` to ``target`` with a loaded affine/svf/lddmm/rdmm network module.
+) -> None:
+    """Raise :class:`OptionError` for ``num_steps < 1``, ``refine_steps < 0`` or refine steps
+    for an affine model (``model_name``; ``name`` names the checkpoint)."""
+    if num_steps is not None and num_steps < 1:
+        raise OptionError(["num_steps"], lambda n: f"{n[0]} must be >= 1; got {num_steps}")
+    if refine_steps < 0:
+        raise OptionError(["refine_steps"], lambda n: f"{n[0]} must be >= 0; got {refine_steps}")
+    if model_name == "affine" and refine_steps:
+        raise OptionError(
+            ["refine_steps"],
+            lambda n: f"{name}: {n[0]} applies to svf/lddmm/rdmm checkpoints, not affine",
+        )
 
-    Args:
+
+@dataclass
+class Network:
+    """A loaded network with the options of one run (see the module docstring).
+
+    Attributes:
         module: an :class:`~rdmm_lightning.models.AffineNetModule` or
             :class:`~rdmm_lightning.models.RegistrationNetModule` (its device is used).
-        source, target, source_label, target_label: files or :class:`Volume` s.
+        preprocessing: the data module's preprocessing record, or None (see the module
+            docstring).
+        name: how messages and ``metrics.json`` name the model (the checkpoint path).
         num_steps: network passes K (None: as trained).
         refine_steps: instance-optimisation steps after the network (not for affine).
-        name: how error messages name the model (e.g. the checkpoint path).
-        threads: intra-op threads for the network step (None: ``RDMM_NUM_THREADS`` or
-            :func:`~rdmm_lightning.runtime.choose_num_threads` for the working grid); the
-            caller's count is restored afterwards.
+        threads: intra-op threads of the network step (None: ``RDMM_NUM_THREADS`` or
+            :func:`~rdmm_lightning.runtime.choose_num_threads` for the working grid).
+        device: the device asked for (recorded in ``metrics.json``); None: the module's.
+    """
 
-    Returns:
-        The prepared pair (working grid, volumes as read) and the result on the working grid,
-        on the CPU; ``result.extras["runtime"]`` records the thread count torch reported during
-        the network step and the module's device.
+    module: Any
+    preprocessing: PreprocessingConfig | None = None
+    name: str = "checkpoint"
+    num_steps: int | None = None
+    refine_steps: int = 0
+    threads: int | None = None
+    device: torch.device | None = None
+
+    def __post_init__(self) -> None:
+        check_network_options(self.num_steps, self.refine_steps, self.model_name, self.name)
+
+    @property
+    def model_name(self) -> str:
+        """``"affine"``, ``"svf"``, ``"lddmm"`` or ``"rdmm"``."""
+        return self.module.model_name
+
+    def prepare(
+        self,
+        source: VolumeLike,
+        target: VolumeLike,
+        *,
+        source_label: VolumeLike | None = None,
+        target_label: VolumeLike | None = None,
+    ) -> PreparedPair:
+        """The pair on the network's working grid; ``pair.source`` and ``pair.target``
+        ``(1, 1, *image_shape)`` are the network's input.
+
+        Raises:
+            ValueError: one line naming the file: 2D/3D mismatch with the model, or the errors
+                of :func:`~.pair.prepare_preprocessed_pair` / :func:`~.pair.prepare_pair`.
+        """
+        module = self.module
+        target_volume = target if isinstance(target, Volume) else read_image(target)
+        if target_volume.dim != module.dim:
+            raise ValueError(
+                f"{self.name}: the {module.model_name} model was trained on a {module.dim}D grid "
+                f"{tuple(module.image_shape)}, but {target_volume.path or 'the target'} is "
+                f"{target_volume.dim}D"
+            )
+        labels = {"source_label": source_label, "target_label": target_label}
+        if self.preprocessing is None:
+            return prepare_pair(
+                source,
+                target_volume,
+                working_shape=module.image_shape,
+                working_spacing_mode=module.spacing_mode,
+                **labels,
+            )
+        return prepare_preprocessed_pair(
+            source,
+            target_volume,
+            self.preprocessing,
+            working_shape=module.image_shape,
+            working_spacing_mode=module.spacing_mode,
+            **labels,
+        )
+
+    def predict(self, pair: PreparedPair) -> RegistrationResult:
+        """The maps on the working grid, on the CPU; ``result.extras["runtime"]`` records the
+        thread count torch reported during the network step and the module's device."""
+        module = self.module
+        src, tgt = pair.source.to(module.device), pair.target.to(module.device)
+        with num_threads(choose_num_threads(self.threads, math.prod(pair.working_shape))):
+            if module.model_name == "affine":
+                result = module.predict(src, tgt, self.num_steps, spacing=pair.domain_spacing)
+            else:
+                result = module.predict(
+                    src, tgt, self.num_steps, self.refine_steps, spacing=pair.domain_spacing
+                )
+            used = torch.get_num_threads()
+        result = result.cpu()
+        result.extras["runtime"] = {"threads": used, "device": str(src.device)}
+        return result
+
+    def config(self, num_steps: int | None) -> dict[str, Any]:
+        """The options recorded in ``metrics.json`` (``num_steps``: the passes that ran)."""
+        return {
+            "checkpoint": self.name,
+            "num_steps": num_steps,
+            "refine_steps": self.refine_steps,
+            "device": str(self.module.device if self.device is None else self.device),
+            "threads": self.threads,
+            "hparams": dict(self.module.hparams),
+        }
+
+
+def load_network(
+    checkpoint: str | os.PathLike,
+    *,
+    num_steps: int | None = None,
+    refine_steps: int = 0,
+    device: str | None = None,
+    threads: int | None = None,
+) -> Network:
+    """Check the options, load ``checkpoint`` (with its preprocessing record) onto ``device``
+    (``"auto"``/None: CUDA when available, else CPU; ``"cpu"``, ``"cuda[:N]"``).
 
     Raises:
-        ValueError: one line naming the file: 2D/3D mismatch with the model, unreadable or
-            invalid inputs (:func:`prepare_pair`), or refine steps for an affine model.
+        ValueError: one line: a bad option (:class:`OptionError`), device or thread count, or a
+            checkpoint that cannot be used (:class:`~rdmm_lightning.models.CheckpointError`).
     """
-    if module.model_name == "affine" and refine_steps:
-        raise ValueError(f"{name}: refine steps apply to svf/lddmm/rdmm models, not affine")
-    target_volume = target if isinstance(target, Volume) else read_image(target)
-    if target_volume.dim != module.dim:
-        raise ValueError(
-            f"{name}: the {module.model_name} model was trained on a {module.dim}D grid "
-            f"{tuple(module.image_shape)}, but {target_volume.path or 'the target'} is "
-            f"{target_volume.dim}D"
-        )
-    pair = prepare_pair(
-        source,
-        target_volume,
-        source_label=source_label,
-        target_label=target_label,
-        working_shape=module.image_shape,
-        working_spacing_mode=module.spacing_mode,
-        training_grid=module.training_grid,
+    from ..models import load_registration_checkpoint
+
+    check_network_options(num_steps, refine_steps)
+    requested_threads(threads)  # a bad count or RDMM_NUM_THREADS fails before any work
+    dev = resolve_device(device)
+    module = load_registration_checkpoint(checkpoint)
+    return Network(
+        module=module.to(dev),
+        preprocessing=module.preprocessing,
+        name=os.fspath(checkpoint),
+        num_steps=num_steps,
+        refine_steps=refine_steps,
+        threads=threads,
+        device=dev,
     )
-    src, tgt = pair.source.to(module.device), pair.target.to(module.device)
-    with num_threads(choose_num_threads(threads, math.prod(pair.working_shape))):
-        if module.model_name == "affine":
-            result = module.predict(src, tgt, num_steps, spacing=pair.spacing)
-        else:
-            result = module.predict(src, tgt, num_steps, refine_steps, spacing=pair.spacing)
-        used = torch.get_num_threads()
-    result = result.cpu()
-    result.extras["runtime"] = {"threads": used, "device": str(src.device)}
-    return pair, result

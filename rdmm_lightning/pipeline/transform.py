@@ -21,6 +21,7 @@ import csv
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,19 +34,23 @@ from ..io import (
     read_image,
     read_label_map,
     warp_points,
-    world_to_index,
     write_volume,
 )
 from ..io.volume import ITK_SUFFIXES
-from ..runtime import choose_num_threads, num_threads, resolve_device
+from ..options import Coordinates, either, values
+from ..runtime import choose_num_threads, num_threads, requested_threads, resolve_device
 from .atomic import check_output_file, staged_file
-from .physical import grid_world, sample_volume
+from .physical import sample_volume
 
 __all__ = [
+    "LabelMapWarning",
     "RegistrationTransform",
+    "label_like_values",
     "load_transform",
     "map_points",
+    "transform_points",
     "warp_file",
+    "warp_image",
     "warp_points_csv",
     "warp_volume",
 ]
@@ -53,7 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii") + ITK_SUFFIXES
-COORDINATES = ("lps", "ras")
+COORDINATES = values(Coordinates)
 
 
 @dataclass
@@ -133,7 +138,7 @@ def warp_volume(
     dev = resolve_device(device)
     threads = choose_num_threads(threads, math.prod(field.shape))
     with torch.no_grad(), num_threads(threads):
-        p = grid_world(field.shape, field.affine, dev)
+        p = field.grid().world_points(dev)
         q = p + field.data.to(dev, torch.float64).unsqueeze(0)
         out = sample_volume(moving, q, labels=labels)[0].cpu()
     if labels:
@@ -141,6 +146,84 @@ def warp_volume(
         dtype = stored if stored and np.dtype(stored).kind in "iu" else None
         return Volume(out, field.affine, None, dtype)
     return Volume(out.float(), field.affine, None, "float32")
+
+
+class LabelMapWarning(UserWarning):
+    """An image that looks like a label map was resampled linearly (see
+    :func:`label_like_values`)."""
+
+
+LABEL_LIKE_MAX_VALUES = 256
+
+
+def label_like_values(volume: Volume) -> int | None:
+    """The number of distinct values of ``volume`` if it looks like a label map, else None.
+
+    It does when it is integer-typed (stored as integers, ``file_dtype``, or holding integer
+    data) with at most :data:`LABEL_LIKE_MAX_VALUES` distinct values that are few (<= 64) or
+    sparse (fewer than half of the integers between the smallest and the largest): label codes,
+    unlike 8-bit intensities, which fill their range.
+    """
+    stored = volume.file_dtype
+    if stored is not None:
+        integer = np.dtype(stored).kind in "iub"
+    else:
+        integer = not torch.is_floating_point(volume.data)
+    if not integer or volume.data.numel() == 0:
+        return None
+    flat = volume.data.reshape(-1)
+    if torch.unique(flat[::7]).numel() > LABEL_LIKE_MAX_VALUES:  # cheap early exit
+        return None
+    values = torch.unique(flat)
+    count = values.numel()
+    span = float(values[-1]) - float(values[0]) + 1.0
+    if count > LABEL_LIKE_MAX_VALUES or (count > 64 and count >= span / 2):
+        return None
+    return count
+
+
+def warp_image(
+    transform: RegistrationTransform | str | os.PathLike,
+    moving: str | os.PathLike | Volume,
+    out: str | os.PathLike | None = None,
+    *,
+    labels: bool = False,
+    inverse: bool = False,
+    device: str | torch.device | None = "cpu",
+    threads: int | None = None,
+) -> Volume:
+    """Apply a registration folder to an image or label map (file or :class:`Volume`) in
+    physical space; ``rdmm warp --moving`` and :func:`rdmm_lightning.warp`.
+
+    Forward (default): ``moving`` lives in the source's space (any grid, e.g. another modality
+    of the source subject) and is resampled into the target grid with ``displacement.nii.gz``.
+    ``inverse=True``: ``moving`` lives in the target's space and is resampled into the source
+    grid with ``inverse_displacement.nii.gz``. ``labels=True``: nearest neighbour, integer
+    type kept. ``device`` and ``threads`` as in :func:`warp_volume` (checked before any file is
+    read). Writes ``out`` (NIfTI or an ITK format) when given, only on success.
+    """
+    if out is not None:
+        check_output_file(out, IMAGE_SUFFIXES)
+    requested_threads(threads)
+    dev = resolve_device(device)
+    tr = _as_transform(transform)
+    tr.field(inverse)  # fail early without the inverse field
+    if not isinstance(moving, Volume):
+        moving = read_label_map(moving) if labels else read_image(moving)
+    count = None if labels else label_like_values(moving)
+    if count is not None:
+        warnings.warn(
+            f"{moving.path or 'moving image'}: integer image with {count} distinct values "
+            "resampled linearly; if it is a label map, use --labels (labels=True) for nearest "
+            "neighbour",
+            LabelMapWarning,
+            stacklevel=2,
+        )
+    warped = warp_volume(tr, moving, labels=labels, inverse=inverse, device=dev, threads=threads)
+    if out is not None:
+        with staged_file(out) as tmp:
+            write_volume(tmp, warped.data, warped.affine, warped.file_dtype)
+    return warped
 
 
 def warp_file(
@@ -152,23 +235,31 @@ def warp_file(
     inverse: bool = False,
     threads: int | None = None,
 ) -> str:
-    """Apply a registration folder to an image or label map file in physical space.
-
-    Forward (default): ``moving`` lives in the source's space (any grid, e.g. another modality
-    of the source subject) and is resampled into the target grid with ``displacement.nii.gz``.
-    ``inverse=True``: ``moving`` lives in the target's space and is resampled into the source
-    grid with ``inverse_displacement.nii.gz``. ``labels=True``: nearest neighbour, integer
-    type kept. ``threads`` as in :func:`warp_volume`. Writes ``out`` (NIfTI or an ITK format)
-    only on success; returns its path.
-    """
-    check_output_file(out, IMAGE_SUFFIXES)
-    tr = load_transform(transform_dir)
-    tr.field(inverse)  # fail early without the inverse field
-    vol = read_label_map(moving) if labels else read_image(moving)
-    warped = warp_volume(tr, vol, labels=labels, inverse=inverse, threads=threads)
-    with staged_file(out) as tmp:
-        write_volume(tmp, warped.data, warped.affine, warped.file_dtype)
+    """:func:`warp_image` of a file into the file ``out`` (on the CPU); returns its path."""
+    warp_image(transform_dir, moving, out, labels=labels, inverse=inverse, threads=threads)
     return os.fspath(out)
+
+
+def transform_points(
+    transform: RegistrationTransform | str | os.PathLike,
+    points: np.ndarray | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    inverse: bool = False,
+    coordinates: str = "lps",
+    threads: int | None = None,
+) -> np.ndarray | str:
+    """Map physical points with a registration folder; ``rdmm warp --points`` and
+    :func:`rdmm_lightning.warp`. ``points``: an ``(N, D)`` array (returns the mapped array,
+    :func:`map_points`) or a CSV file (written to ``out``, its path returned,
+    :func:`warp_points_csv`). Runs with ``threads`` intra-op threads (None: ``RDMM_NUM_THREADS``
+    or one: light work)."""
+    if isinstance(points, (str, os.PathLike)) and out is None:
+        raise ValueError("a points CSV needs an output file (out)")
+    with num_threads(choose_num_threads(threads, 1)):
+        if isinstance(points, (str, os.PathLike)):
+            return warp_points_csv(transform, points, out, inverse=inverse, coordinates=coordinates)
+        return map_points(transform, np.asarray(points), inverse=inverse, coordinates=coordinates)
 
 
 def _flip(points: np.ndarray) -> np.ndarray:
@@ -188,7 +279,7 @@ def map_points(
     (``inverse=True``). ``coordinates``: ``"lps"`` (ITK) or ``"ras"`` (nibabel). Outside the
     field's grid the displacement is zero, as in ITK. Returns ``(N, D)`` float64."""
     if coordinates not in COORDINATES:
-        raise ValueError(f"coordinates must be 'lps' or 'ras'; got {coordinates!r}")
+        raise ValueError(f"coordinates must be {either(Coordinates)}; got {coordinates!r}")
     tr = _as_transform(transform)
     field = tr.field(inverse)
     pts = np.asarray(points, dtype=np.float64)
@@ -233,8 +324,8 @@ def _count_outside(field: Volume, ras: np.ndarray) -> int:
     """Number of points ``(N, D)`` more than half a voxel outside the field's grid."""
     if len(ras) == 0:
         return 0
-    idx = world_to_index(ras, field.affine)
-    inside = ((idx >= -0.5) & (idx <= np.array(field.shape) - 0.5)).all(1)
+    grid = field.grid()
+    inside = grid.inside_itk_buffer(grid.world_to_index(ras))
     return int((~inside).sum())
 
 
@@ -254,7 +345,7 @@ def warp_points_csv(
     Other columns are copied; ``out_csv`` is written only on success. Returns its path.
     """
     check_output_file(out_csv, (".csv",))
-    tr = load_transform(transform_dir)
+    tr = _as_transform(transform_dir)
     field = tr.field(inverse)
     header, rows, coords = _read_points(os.fspath(points_csv), tr.dim)
     mapped = map_points(tr, coords, inverse=inverse, coordinates=coordinates) if rows else coords

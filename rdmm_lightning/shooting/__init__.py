@@ -1,13 +1,14 @@
 """Shooting units (vSVF, LDDMM, RDMM) integrated with torchdiffeq."""
 
+from ..ops.energy import momentum_energy
 from .lddmm import EPDiffDynamics, shoot_lddmm
 from .rdmm import RDMMDynamics, shoot_rdmm
 from .result import ShootingResult
 from .solver import SolverOptions, integrate
-from .terms import momentum_energy
 from .units import (
     MODELS,
     LDDMMShooting,
+    MultiGaussianShooting,
     MultiGaussianSmoother,
     RDMMShooting,
     RegionSpecificSmoother,
@@ -20,6 +21,7 @@ from .vsvf import integrate_velocity, shoot_vsvf
 __all__ = [
     "MODELS",
     "LDDMMShooting",
+    "MultiGaussianShooting",
     "MultiGaussianSmoother",
     "RDMMShooting",
     "RegionSpecificSmoother",

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ..grid import Grid
 from ..ops.grid import identity_map
 from ..ops.smoothing import FourierKernels, fft_convolve, fourier_gaussian_kernels
-from .result import ShootingResult, resolve_spacing, validate_momentum
+from .result import ShootingResult, validate_momentum
 from .solver import SolverOptions, integrate
 from .terms import advect_map_rhs, epdiff_rhs, lagrangian_rhs
 
@@ -55,7 +56,7 @@ def shoot_lddmm(
     ``K = sum_i weights_i G_{sigma_i}`` (sigmas in domain units)."""
     validate_momentum(m0)
     solver = solver or SolverOptions()
-    spacing = resolve_spacing(m0.shape[2:], spacing)
+    spacing = Grid.from_domain_spacing(m0.shape[2:], spacing).domain_spacing
     kernels = fourier_gaussian_kernels(
         m0.shape[2:], sigmas, spacing, weights=weights, dtype=m0.dtype, device=m0.device
     )

@@ -1,5 +1,6 @@
 """Low-resolution shooting: bring a map shot on a coarse grid to full resolution and compose
-it with an initial map (affine or a previous step)."""
+it with an initial map (affine or a previous step). The coarse grid is
+:meth:`Grid.low_res <rdmm_lightning.grid.Grid.low_res>` of the full one (same domain)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,7 @@ from torch import Tensor
 from ..ops.resample import resample_map
 from ..ops.warp import compose_maps
 
-__all__ = ["rescale_spacing", "upsample_and_compose"]
-
-
-def rescale_spacing(
-    spacing: Sequence[float], shape: Sequence[int], new_shape: Sequence[int]
-) -> tuple[float, ...]:
-    """Spacing of a grid of ``new_shape`` covering the same domain as ``shape`` with ``spacing``."""
-    return tuple(h * (n - 1) / (m - 1) for h, n, m in zip(spacing, shape, new_shape))
+__all__ = ["upsample_and_compose"]
 
 
 def upsample_and_compose(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..grid import Grid
 from ..ops.channels import channels
 from ..ops.finite_differences import central_diff
 from ..ops.grid import identity_map
@@ -31,13 +32,14 @@ from ..ops.smoothing import (
     smooth_pre_weights_adjoint,
 )
 from ..ops.warp import sample_field
-from .result import ShootingResult, resolve_spacing, validate_momentum, validate_pre_weights
+from ..options import HMode, values
+from .result import ShootingResult, validate_momentum, validate_pre_weights
 from .solver import SolverOptions, integrate
 from .terms import advect_map_rhs, epdiff_rhs, lagrangian_rhs, region_specific_velocity
 
 __all__ = ["RDMMDynamics", "shoot_rdmm", "H_MODES"]
 
-H_MODES = ("pde", "interpolate")
+H_MODES = values(HMode)
 
 
 class RDMMDynamics(nn.Module):
@@ -125,7 +127,7 @@ def shoot_rdmm(
     Args:
         m0: initial momentum ``(B, D, *S)``.
         h0: initial pre-weights ``(B, N, *S)``, ``h >= 0`` and ``sum_i h_i^2 = 1`` per voxel
-            (see :func:`~rdmm_lightning.ops.smoothing.normalize_pre_weights`).
+            (see :func:`~rdmm_lightning.ops.pre_weights.normalize_pre_weights`).
         sigmas: the N Gaussian stds (domain units).
         weight_sigma: std of the pre-weight smoothing ``G_sigma`` (0 disables it).
         spacing: domain spacing (parity if omitted).
@@ -138,7 +140,7 @@ def shoot_rdmm(
     sigmas = tuple(float(s) for s in sigmas)
     validate_pre_weights(h0, m0, len(sigmas))
     solver = solver or SolverOptions()
-    spacing = resolve_spacing(m0.shape[2:], spacing)
+    spacing = Grid.from_domain_spacing(m0.shape[2:], spacing).domain_spacing
     kernels = fourier_gaussian_kernels(
         m0.shape[2:], sigmas, spacing, dtype=m0.dtype, device=m0.device
     )

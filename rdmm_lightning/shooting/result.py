@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from ..ops.grid import domain_spacing
-
-__all__ = ["ShootingResult", "validate_momentum", "validate_pre_weights", "resolve_spacing"]
+__all__ = ["ShootingResult", "validate_momentum", "validate_pre_weights"]
 
 
 @dataclass
@@ -37,16 +34,6 @@ class ShootingResult:
     pre_weights: Tensor | None = None
     weights0: Tensor | None = None
     trajectory: dict[str, Tensor] | None = field(default=None, repr=False)
-
-
-def resolve_spacing(shape: Sequence[int], spacing: Sequence[float] | None) -> tuple[float, ...]:
-    """Parity spacing for ``shape`` when ``spacing`` is None, else ``spacing`` checked."""
-    if spacing is None:
-        return domain_spacing(shape)
-    spacing = tuple(float(h) for h in spacing)
-    if len(spacing) != len(shape) or min(spacing) <= 0:
-        raise ValueError(f"spacing must have {len(shape)} positive entries; got {spacing}")
-    return spacing
 
 
 def validate_momentum(m0: Tensor, name: str = "m0") -> None:

@@ -19,10 +19,12 @@ from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 from torchdiffeq import odeint, odeint_adjoint
 
+from ..options import SolverMethod, values
+
 __all__ = ["SolverOptions", "integrate", "FIXED_STEP_METHODS", "ADAPTIVE_METHODS"]
 
-FIXED_STEP_METHODS = ("rk4", "euler", "midpoint")
-ADAPTIVE_METHODS = ("dopri5",)
+FIXED_STEP_METHODS = values(SolverMethod.fixed_step())
+ADAPTIVE_METHODS = values(SolverMethod.adaptive())
 
 State = tuple[Tensor, ...]
 
@@ -52,10 +54,9 @@ class SolverOptions:
     checkpoint: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+        if self.method not in values(SolverMethod):
             raise ValueError(
-                f"solver method must be one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}; "
-                f"got {self.method!r}"
+                f"solver method must be one of {values(SolverMethod)}; got {self.method!r}"
             )
         if int(self.num_steps) < 1:
             raise ValueError(f"solver num_steps must be >= 1; got {self.num_steps}")
@@ -163,9 +164,9 @@ class _Method:
 
 
 _METHODS = {
-    "euler": _Method(_euler, ((),), (1.0,)),
-    "midpoint": _Method(_midpoint, ((), (0.5,)), (0.0, 1.0)),
-    "rk4": _Method(
+    SolverMethod.EULER: _Method(_euler, ((),), (1.0,)),
+    SolverMethod.MIDPOINT: _Method(_midpoint, ((), (0.5,)), (0.0, 1.0)),
+    SolverMethod.RK4: _Method(
         _rk4,
         ((), (_ONE_THIRD,), (-_ONE_THIRD, 1.0), (1.0, -1.0, 1.0)),
         (0.125, 0.375, 0.375, 0.125),

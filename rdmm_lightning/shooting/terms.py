@@ -26,7 +26,6 @@ __all__ = [
     "advect_scalar_rhs",
     "lagrangian_rhs",
     "region_specific_velocity",
-    "momentum_energy",
 ]
 
 
@@ -100,11 +99,3 @@ def region_specific_velocity(
     for i in range(1, len(nus)):
         v.addcmul_(nus[i], ws[i])
     return v, nu
-
-
-def momentum_energy(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
-    """``<m, v>`` integrated over the domain (voxel volume ``prod h_d``), per batch: ``(B,)``."""
-    vol = 1.0
-    for h in spacing:
-        vol *= float(h)
-    return (m * v).flatten(1).sum(dim=1) * vol

@@ -6,19 +6,21 @@ functions; they have no learnable parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from ..ops.grid import domain_spacing, low_res_shape
+from ..grid import Grid
+from ..ops.grid import domain_spacing
 from ..ops.smoothing import (
     fourier_gaussian_kernels,
     local_sigma,
     multi_gaussian_smooth,
     smooth_pre_weights,
 )
+from ..options import Model, values
 from .lddmm import shoot_lddmm
-from .lowres import rescale_spacing, upsample_and_compose
+from .lowres import upsample_and_compose
 from .rdmm import H_MODES, shoot_rdmm
 from .result import ShootingResult
 from .solver import SolverOptions
@@ -29,6 +31,7 @@ __all__ = [
     "MultiGaussianSmoother",
     "RegionSpecificSmoother",
     "ShootingUnit",
+    "MultiGaussianShooting",
     "VSVFShooting",
     "LDDMMShooting",
     "RDMMShooting",
@@ -36,7 +39,7 @@ __all__ = [
     "MODELS",
 ]
 
-MODELS = ("svf", "lddmm", "rdmm")
+MODELS = values(Model.deformable())
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
@@ -122,9 +125,6 @@ class ShootingUnit(nn.Module):
     ) -> ShootingResult:
         raise NotImplementedError
 
-    def low_res_shape(self, full_shape: Sequence[int], factor: float) -> tuple[int, ...]:
-        return low_res_shape(full_shape, factor)
-
     def forward(
         self,
         m0: Tensor,
@@ -154,7 +154,8 @@ class ShootingUnit(nn.Module):
         if full_shape is not None:
             full_shape = tuple(int(n) for n in full_shape)
             if full_spacing is None:
-                full_spacing = rescale_spacing(spacing, shape, full_shape)
+                full_grid = Grid.from_domain_spacing(shape, spacing).resize(full_shape)
+                full_spacing = full_grid.domain_spacing
             result.phi_inv, result.phi = upsample_and_compose(
                 result.phi_inv,
                 full_shape,
@@ -167,64 +168,53 @@ class ShootingUnit(nn.Module):
         return result
 
 
-class VSVFShooting(ShootingUnit):
+class MultiGaussianShooting(ShootingUnit):
+    """vSVF or LDDMM with a multi-Gaussian K: the two differ only in the shooting function,
+    ``shoot_fn(m0, sigmas, weights, spacing, solver, forward_map=, times=)`` (set by the
+    subclasses :class:`VSVFShooting` and :class:`LDDMMShooting`)."""
+
+    shoot_fn: Callable[..., ShootingResult]  # a staticmethod in the subclasses
+
+    def __init__(
+        self,
+        sigmas: Sequence[float],
+        weights: Sequence[float] | None = None,
+        solver: SolverOptions | None = None,
+        forward_map: bool = False,
+    ):
+        super().__init__(solver, forward_map)
+        self.smoother = MultiGaussianSmoother(sigmas, weights)
+
+    def shoot(self, m0, h0, spacing, times):
+        return self.shoot_fn(
+            m0,
+            self.smoother.sigmas,
+            self.smoother.weights,
+            spacing,
+            self.solver,
+            forward_map=self.forward_map,
+            times=times,
+        )
+
+
+class VSVFShooting(MultiGaussianShooting):
     """vSVF: stationary ``v = K * m0`` (multi-Gaussian K)."""
 
-    model = "svf"
-
-    def __init__(
-        self,
-        sigmas: Sequence[float],
-        weights: Sequence[float] | None = None,
-        solver: SolverOptions | None = None,
-        forward_map: bool = False,
-    ):
-        super().__init__(solver, forward_map)
-        self.smoother = MultiGaussianSmoother(sigmas, weights)
-
-    def shoot(self, m0, h0, spacing, times):
-        return shoot_vsvf(
-            m0,
-            self.smoother.sigmas,
-            self.smoother.weights,
-            spacing,
-            self.solver,
-            forward_map=self.forward_map,
-            times=times,
-        )
+    model = Model.SVF.value
+    shoot_fn = staticmethod(shoot_vsvf)
 
 
-class LDDMMShooting(ShootingUnit):
+class LDDMMShooting(MultiGaussianShooting):
     """LDDMM (EPDiff) with a multi-Gaussian K."""
 
-    model = "lddmm"
-
-    def __init__(
-        self,
-        sigmas: Sequence[float],
-        weights: Sequence[float] | None = None,
-        solver: SolverOptions | None = None,
-        forward_map: bool = False,
-    ):
-        super().__init__(solver, forward_map)
-        self.smoother = MultiGaussianSmoother(sigmas, weights)
-
-    def shoot(self, m0, h0, spacing, times):
-        return shoot_lddmm(
-            m0,
-            self.smoother.sigmas,
-            self.smoother.weights,
-            spacing,
-            self.solver,
-            forward_map=self.forward_map,
-            times=times,
-        )
+    model = Model.LDDMM.value
+    shoot_fn = staticmethod(shoot_lddmm)
 
 
 class RDMMShooting(ShootingUnit):
     """RDMM with the region-specific smoother and advected pre-weights."""
 
-    model = "rdmm"
+    model = Model.RDMM.value
     uses_pre_weights = True
 
     def __init__(
@@ -261,7 +251,7 @@ class RDMMShooting(ShootingUnit):
 
 def make_shooting_unit(model: str, **kwargs) -> ShootingUnit:
     """Build a shooting unit by name: ``"svf"``, ``"lddmm"`` or ``"rdmm"``."""
-    classes = {"svf": VSVFShooting, "lddmm": LDDMMShooting, "rdmm": RDMMShooting}
-    if model not in classes:
+    classes = {Model.SVF: VSVFShooting, Model.LDDMM: LDDMMShooting, Model.RDMM: RDMMShooting}
+    if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     return classes[model](**kwargs)

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..grid import Grid
 from ..ops.grid import identity_map
 from ..ops.smoothing import multi_gaussian_smooth
-from .result import ShootingResult, resolve_spacing, validate_momentum
+from .result import ShootingResult, validate_momentum
 from .solver import SolverOptions, integrate
 from .terms import advect_map_rhs, lagrangian_rhs
 
@@ -47,7 +48,7 @@ def integrate_velocity(
     """
     validate_momentum(v, "v")
     solver = solver or SolverOptions()
-    spacing = resolve_spacing(v.shape[2:], spacing)
+    spacing = Grid.from_domain_spacing(v.shape[2:], spacing).domain_spacing
     ident = identity_map(v.shape[2:], spacing, dtype=v.dtype, device=v.device)
     ident = ident.expand(v.shape[0], *ident.shape[1:])
     state: tuple[Tensor, ...] = (ident.clone(),)
@@ -96,7 +97,7 @@ def shoot_vsvf(
     """vSVF shooting: ``v = K * m0`` with ``K = sum_i weights_i G_{sigma_i}``, integrated from
     the identity. ``m0: (B, D, *S)``; sigmas in domain units."""
     validate_momentum(m0)
-    spacing = resolve_spacing(m0.shape[2:], spacing)
+    spacing = Grid.from_domain_spacing(m0.shape[2:], spacing).domain_spacing
     v = multi_gaussian_smooth(m0, sigmas, weights, spacing)
     phi_inv, phi, traj = integrate_velocity(
         v, spacing, solver, forward_map=forward_map, times=times

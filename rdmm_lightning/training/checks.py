@@ -1,5 +1,6 @@
 """Checks that run before any long work: keys against schemas and constructor signatures, the
-devices asked for, optional packages, the grid of the model against the data's.
+devices asked for, optional packages, the grid of the model against the data's, the optimiser
+settings, and the checkpoint files named in the config.
 
 Every failure is a :class:`~.errors.TrainingConfigError` with one line naming the key.
 """
@@ -13,6 +14,7 @@ import importlib.util
 import inspect
 import re
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +27,9 @@ from .schema import CheckpointConfig, PathsConfig, TrainConfig, TrainerConfig
 __all__ = [
     "check_config",
     "check_devices",
+    "check_files",
     "check_grid",
+    "check_optimizer",
     "check_optional_packages",
     "check_targets",
     "locate",
@@ -208,6 +212,36 @@ def check_grid(cfg: DictConfig) -> None:
         )
 
 
+def check_optimizer(model: Any) -> None:
+    """``model.lr`` and ``model.refine_lr`` must be > 0, ``model.weight_decay`` >= 0 (when set)."""
+    if not isinstance(model, DictConfig):
+        return
+    for key, strict in (("lr", True), ("refine_lr", True), ("weight_decay", False)):
+        value = model.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # unset, or not a number: the constructor reports it
+        if value < 0 or (strict and value == 0):
+            bound = "> 0" if strict else ">= 0"
+            raise TrainingConfigError(f"model.{key}={value} must be {bound}")
+
+
+def check_files(cfg: DictConfig) -> None:
+    """Checkpoint paths in the config must exist (``init_from``, ``ckpt_path``,
+    ``model.affine_checkpoint``), and ``init_from`` and ``ckpt_path`` exclude each other."""
+    affine = cfg.model.get("affine_checkpoint") if isinstance(cfg.model, DictConfig) else None
+    for key, value in (
+        ("init_from", cfg.init_from),
+        ("ckpt_path", cfg.ckpt_path),
+        ("model.affine_checkpoint", affine),
+    ):
+        if value and not Path(str(value)).expanduser().is_file():
+            raise TrainingConfigError(f"{key}: file not found: {value}")
+    if cfg.init_from and cfg.ckpt_path:
+        raise TrainingConfigError(
+            "set init_from (new training from these weights) or ckpt_path (resume), not both"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """All static checks (no file is read, nothing is built)."""
     _check_schema_keys(cfg)
@@ -225,3 +259,4 @@ def check_config(cfg: DictConfig) -> None:
     check_devices(cfg.trainer)
     check_optional_packages(cfg)
     check_grid(cfg)
+    check_optimizer(cfg.model)

@@ -2,8 +2,9 @@
 
 The config folder is the package data ``rdmm_lightning.configs`` (the repository's ``configs/``),
 found with :func:`importlib.resources.files`, so composing works the same from a checkout, an
-editable install and a plain ``pip install``. Hydra never changes the working directory here and
-writes nothing: the run folder is made by :mod:`.rundir`.
+editable install and a plain ``pip install``. Composing changes no working directory and writes
+nothing. :func:`~.run.train` (the Python API) composes here; ``python train.py`` (the Hydra app in
+:mod:`.app`) composes here too, to check every job's overrides before Hydra starts.
 
 Resuming (``ckpt_path=CKPT``) re-uses the command-line overrides stored in the checkpoint, with
 the new ones on top (``ckpt_path=... trainer.max_epochs=50`` extends a run), and the run folder of
@@ -31,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..models.checkpoint import TRAINING_CONFIG_KEY
 from .checks import target_parameters
 from .errors import TrainingConfigError
+from .rundir import register_run_dir_resolver, resume_folder, run_name
 from .schema import register_schemas
 
 __all__ = [
@@ -39,7 +41,10 @@ __all__ = [
     "ComposedConfig",
     "compose_train_config",
     "config_root",
+    "finish_config",
     "group_options",
+    "parse_overrides",
+    "resume_requested",
 ]
 
 CONFIG_KEY = TRAINING_CONFIG_KEY
@@ -76,7 +81,8 @@ def group_options(group: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- overrides
-def _parse(overrides: Sequence[str]) -> list[Any]:
+def parse_overrides(overrides: Sequence[str]) -> list[Any]:
+    """Hydra's parse of command-line overrides (``hydra.core.override_parser`` objects)."""
     try:
         return OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as exc:
@@ -89,18 +95,24 @@ def _override_key(override: Any) -> str:
 
 def _merge_overrides(stored: Sequence[str], new: Sequence[str]) -> list[str]:
     """``stored`` then ``new``; a key given in ``new`` drops its stored entries."""
-    new_keys = {_override_key(o) for o in _parse(new)}
-    kept = [text for text, o in zip(stored, _parse(stored)) if _override_key(o) not in new_keys]
+    new_keys = {_override_key(o) for o in parse_overrides(new)}
+    parsed = parse_overrides(stored)
+    kept = [text for text, o in zip(stored, parsed) if _override_key(o) not in new_keys]
     return kept + list(new)
 
 
 def _value_of(overrides: Sequence[str], key: str) -> str | None:
     value = None
-    for o in _parse(overrides):
+    for o in parse_overrides(overrides):
         if _override_key(o) == key and not o.is_delete():
             v = o.value()
             value = None if v is None else str(v)
     return value
+
+
+def resume_requested(overrides: Sequence[str]) -> bool:
+    """Whether the overrides resume a run (``ckpt_path=CKPT``)."""
+    return _value_of(overrides, "ckpt_path") is not None
 
 
 def _resume_overrides(overrides: list[str]) -> list[str]:
@@ -117,10 +129,10 @@ def _resume_overrides(overrides: list[str]) -> list[str]:
         raise TrainingConfigError(f"ckpt_path: {exc}") from None
     stored = [str(s) for s in ckpt.get(OVERRIDES_KEY) or []]
     dropped = ("ckpt_path", "init_from", "paths.run_dir")  # the run folder is where CKPT lies
-    stored = [s for s in stored if _override_key(_parse([s])[0]) not in dropped]
+    stored = [s for s in stored if _override_key(parse_overrides([s])[0]) not in dropped]
     merged = _merge_overrides(stored, overrides)
-    run_dir = path.absolute().parent
-    if (run_dir / "config.yaml").is_file() and _value_of(merged, "paths.run_dir") is None:
+    run_dir = resume_folder(path)
+    if run_dir is not None and _value_of(merged, "paths.run_dir") is None:
         merged.append(f"paths.run_dir={_quote(str(run_dir))}")
     return merged
 
@@ -144,7 +156,7 @@ def _unknown_key_error(key: str, overrides: Sequence[str]) -> TrainingConfigErro
     """``key`` is not in the composed config: suggest a near key, or ``+key=`` when ``key`` is a
     constructor argument that the config file does not list."""
     parent_key, _, leaf = key.rpartition(".")
-    rest = [o for o in overrides if _override_key(_parse([o])[0]) != key]
+    rest = [o for o in overrides if _override_key(parse_overrides([o])[0]) != key]
     try:
         cfg, _ = _compose(rest)
     except TrainingConfigError:
@@ -183,6 +195,10 @@ def _translate(exc: BaseException, overrides: Sequence[str]) -> TrainingConfigEr
     override = re.search(r"Could not override '([^']+)'", text)
     if override and ("not in" in detail or "Key '" in detail):
         return _unknown_key_error(override.group(1), overrides)
+    if text.startswith("Ambiguous value for argument"):
+        return TrainingConfigError(
+            f"{_first_line(exc)}: a list is key=[a,b], a string key='a,b', a sweep needs -m"
+        )
     merging = re.search(r"Error merging override (\S+)", text)
     if merging and detail:
         return TrainingConfigError(f"cannot apply {merging.group(1)}: {detail}")
@@ -192,13 +208,16 @@ def _translate(exc: BaseException, overrides: Sequence[str]) -> TrainingConfigEr
 # --------------------------------------------------------------------------------- compose
 def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
     register_schemas()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
+    register_run_dir_resolver()
+    running = GlobalHydra.instance().hydra  # the Hydra app's, when a job composes (resume)
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(config_root()), version_base="1.3", job_name="train"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise _translate(exc, overrides) from None
+    finally:
+        GlobalHydra.instance().hydra = running
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if k in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -215,10 +234,14 @@ def compose_train_config(overrides: Sequence[str] = ()) -> ComposedConfig:
     """
     effective = _resume_overrides(list(overrides))
     cfg, choices = _compose(effective)
-    if not cfg.name:
-        cfg.name = str(choices.get("experiment") or choices.get("model") or "train")
+    finish_config(cfg, choices)
+    return ComposedConfig(cfg, effective, choices)
+
+
+def finish_config(cfg: DictConfig, choices: dict[str, Any]) -> None:
+    """Fill in ``name`` (:func:`~.rundir.run_name`) and check that it can name a folder."""
+    cfg.name = run_name(cfg.name, choices)
     if not re.fullmatch(r"[\w.+-]+", str(cfg.name)):
         raise TrainingConfigError(
             f"name {cfg.name!r}: use letters, digits and . _ + - only (it names a folder)"
         )
-    return ComposedConfig(cfg, effective, choices)

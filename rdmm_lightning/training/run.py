@@ -9,7 +9,6 @@ inputs is found before training starts and raised as one :class:`TrainingConfigE
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,14 +27,14 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .callbacks import ConfigSnapshot, StepSeeds, checkpoint_callbacks
 from .checkpoint_io import AtomicCheckpointIO
-from .checks import check_config
+from .checks import check_config, check_files
 from .compose import ComposedConfig, compose_train_config
 from .errors import TrainingConfigError
 from .loggers import build_loggers, finish_loggers
 from .rundir import display_path, exported_run_dir, resolve_run_dir, write_run_files
 from .weights import check_same_model, init_weights, read_training_checkpoint
 
-__all__ = ["TrainResult", "infer_command", "main", "run_training", "train"]
+__all__ = ["TrainResult", "build_check", "infer_command", "main", "run_training", "train"]
 
 
 @dataclass
@@ -86,20 +85,11 @@ def _build(node: DictConfig, where: str) -> Any:
         raise
 
 
-def _check_files(cfg: DictConfig) -> None:
-    """Checkpoint paths in the config must exist before anything is built."""
-    affine = cfg.model.get("affine_checkpoint") if isinstance(cfg.model, DictConfig) else None
-    for key, value in (
-        ("init_from", cfg.init_from),
-        ("ckpt_path", cfg.ckpt_path),
-        ("model.affine_checkpoint", affine),
-    ):
-        if value and not Path(str(value)).expanduser().is_file():
-            raise TrainingConfigError(f"{key}: file not found: {value}")
-    if cfg.init_from and cfg.ckpt_path:
-        raise TrainingConfigError(
-            "set init_from (new training from these weights) or ckpt_path (resume), not both"
-        )
+def build_check(cfg: DictConfig) -> None:
+    """Build the data module and the model once and drop them: their constructors check values
+    and paths (how a sweep checks every job before the first one starts)."""
+    _build(cfg.data, "data")
+    _build(cfg.model, "model")
 
 
 def _callbacks(cfg: DictConfig, has_logger: bool) -> tuple[list[Callback], list[str]]:
@@ -204,13 +194,23 @@ def _build_trainer(
     return trainer, loggers, notes + callback_notes
 
 
-def run_training(composed: ComposedConfig) -> TrainResult:
-    """Run the training a composed config describes (see the module docstring)."""
+def run_training(composed: ComposedConfig, run_dir: Path | None = None) -> TrainResult:
+    """Run the training a composed config describes (see the module docstring).
+
+    Args:
+        composed: the config and the overrides that made it.
+        run_dir: the run folder (the Hydra app's ``hydra.run.dir``); None: chosen here by
+            :func:`~.rundir.resolve_run_dir` after the data and the model were built.
+    """
     cfg = composed.cfg
     check_config(cfg)
-    _check_files(cfg)
+    check_files(cfg)
     datamodule, module, notes = _build_objects(cfg)
-    run_dir = resolve_run_dir(cfg.paths.root, str(cfg.name), cfg.paths.run_dir)
+    if run_dir is None:
+        run_dir = resolve_run_dir(cfg.paths.root, str(cfg.name), cfg.paths.run_dir)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = run_dir.absolute()
     cfg.paths.run_dir = str(run_dir)
     if _rank_zero():
         write_run_files(run_dir, cfg, composed.overrides)
@@ -262,79 +262,8 @@ def train(overrides: Sequence[str] = ()) -> TrainResult:
     return run_training(compose_train_config(overrides))
 
 
-HELP = """usage: {prog} [OVERRIDE ...]
-
-Train a registration network. OVERRIDEs use Hydra's grammar: group=option (experiment=oai_rdmm_net,
-model=svf_net, trainer=ddp, logger=wandb, logger=[csv,wandb]) and key=value (trainer.max_epochs=20,
-data.batch_size=2, +model.weight_decay=1e-5). Without overrides: the quickstart experiment.
-
-  ckpt_path=RUN/last.ckpt   resume a run (its stored overrides, then yours)
-  init_from=CKPT            start from a checkpoint's weights (new optimiser, epoch 0)
-  paths.root=DIR            runs go to DIR/<name>/<timestamp>/ (default checkpoints)
-
-options:
-  -h, --help   show this help and the config groups
-  --cfg        print the composed config and exit
-  --threads N  CPU threads of this process (default: $RDMM_NUM_THREADS, else torch's; exported
-               as OMP_NUM_THREADS, so DDP processes get N each; DataLoader workers use 1)
-
-config groups:
-{groups}
-"""
-
-
-def _help(prog: str) -> str:
-    from .compose import GROUPS, group_options
-
-    groups = "\n".join(f"  {g:<11}{' '.join(group_options(g))}" for g in GROUPS)
-    return HELP.format(prog=prog, groups=groups)
-
-
-def _pop_threads(args: list[str]) -> tuple[list[str], str | None]:
-    """``--threads N`` / ``--threads=N`` taken out of ``args``: (the rest, N as given)."""
-    rest: list[str] = []
-    value: str | None = None
-    items = iter(args)
-    for a in items:
-        if a == "--threads":
-            value = next(items, "")
-        elif a.startswith("--threads="):
-            value = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    return rest, value
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
-    """Command-line entry: ``[--cfg] [--threads N] OVERRIDE ...``; one-line errors, exit
-    code 2."""
-    from ..runtime import apply_process_threads
+    """``python train.py`` (the Hydra app, :func:`.app.main`); returns the exit code."""
+    from .app import main as app_main
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(_help(prog))
-        return 0
-    show = "--cfg" in args
-    args, threads = _pop_threads([a for a in args if a != "--cfg"])
-    try:
-        count = None if threads is None else int(threads)
-    except ValueError:
-        count = 0
-    if threads is not None and count < 1:
-        print(f"{prog}: error: --threads must be an integer >= 1; got {threads!r}", file=sys.stderr)
-        return 2
-    try:
-        composed = compose_train_config(args)
-        if show:
-            check_config(composed.cfg)
-            print(OmegaConf.to_yaml(composed.cfg))
-            return 0
-        try:
-            apply_process_threads(count)
-        except ValueError as exc:  # RDMM_NUM_THREADS
-            raise TrainingConfigError(str(exc)) from None
-        run_training(composed)
-    except TrainingConfigError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return app_main(argv, prog)

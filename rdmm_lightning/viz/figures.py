@@ -1,13 +1,14 @@
-"""Matplotlib figures of registrations and shootings (no pyplot: safe in workers and threads).
+"""Matplotlib figures of shootings, and writing figures out (no pyplot: safe in workers and
+threads). The registration overview is :func:`rdmm_lightning.viz.registration.registration_figure`.
 
-All functions take batch-free tensors on any device; 3D volumes are shown on their central slice
-along ``axis`` (0 by default). Images are shown with axis 0 vertical and axis 1 horizontal.
+:func:`shooting_figure` takes batch-free tensors on any device and shows central slices along
+``axis`` in voxel order.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,16 +19,15 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..metrics.jacobian import jacobian_determinant
-from ..ops.grid import domain_spacing
 from ..ops.warp import warp_image
 from .slices import central_slice
 
 __all__ = [
     "figure_to_array",
     "grid_image",
-    "registration_figure",
     "save_figure",
     "shooting_figure",
+    "show_image",
 ]
 
 
@@ -43,78 +43,14 @@ def grid_image(shape: Sequence[int], step: int = 8, dtype=torch.float32, device=
     return img
 
 
-def _show(ax, arr: np.ndarray, title: str, **kwargs) -> None:
+def show_image(ax, arr: np.ndarray, title: str | None = None, **kwargs):
+    """``imshow`` of ``arr (H, W)`` (row 0 at the top, no smoothing) without ticks."""
     im = ax.imshow(arr, origin="upper", interpolation="nearest", **kwargs)
-    ax.set_title(title, fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     return im
-
-
-def _image_panel(x: Tensor, axis: int) -> np.ndarray:
-    """First channel of ``x: (C, *S)`` on the central slice."""
-    return central_slice(x[0], axis)
-
-
-def registration_figure(
-    source: Tensor,
-    target: Tensor,
-    warped: Tensor,
-    phi_inv: Tensor,
-    spacing: Sequence[float] | None = None,
-    *,
-    sigma: Tensor | None = None,
-    sigma_range: tuple[float, float] | None = None,
-    axis: int = 0,
-    grid_step: int = 8,
-    title: str | None = None,
-) -> Figure:
-    """Source, target, warped source, deformation grid, det J of ``phi^{-1}`` and (optionally)
-    sigma(x) side by side.
-
-    ``source, target, warped: (C, *S)``; ``phi_inv: (D, *S)`` pull-back map on the target grid;
-    ``sigma: (1, *S)`` local regularizer std (domain units), shown on the fixed colour range
-    ``sigma_range`` (e.g. the smallest and largest Gaussian std of the model, so figures of
-    different epochs and pairs compare; default: the map's own range). The grid panel is a line
-    image warped by ``phi^{-1}``: the source's grid lines as they land in the target.
-    """
-    spacing = domain_spacing(phi_inv.shape[1:]) if spacing is None else tuple(spacing)
-    phi = phi_inv.detach().float().unsqueeze(0)
-    sp = tuple(float(h) for h in spacing)
-    with torch.no_grad():
-        det = jacobian_determinant(phi, sp)[0]
-        src_shape = source.shape[1:]
-        src_sp = domain_spacing(src_shape) if tuple(src_shape) != tuple(phi.shape[2:]) else sp
-        lines = warp_image(grid_image(src_shape, grid_step, device=phi.device), phi, src_sp)[0, 0]
-    panels = 6 if sigma is not None else 5
-    fig = Figure(figsize=(2.6 * panels, 3.0), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels)
-    vmax = float(max(source.detach().max(), target.detach().max(), 1e-6))
-    _show(axes[0], _image_panel(source, axis), "source", cmap="gray", vmin=0, vmax=vmax)
-    _show(axes[1], _image_panel(target, axis), "target", cmap="gray", vmin=0, vmax=vmax)
-    _show(axes[2], _image_panel(warped, axis), "warped source", cmap="gray", vmin=0, vmax=vmax)
-    _show(axes[3], central_slice(lines, axis), "deformation grid", cmap="gray_r", vmin=0, vmax=1)
-    det_np = central_slice(det, axis)
-    lo, hi = min(float(det_np.min()), 0.99), max(float(det_np.max()), 1.01)
-    negative = int((det <= 0).sum())
-    im = _show(
-        axes[4],
-        det_np,
-        f"det J ({negative} voxels <= 0)",
-        cmap="RdBu_r",
-        norm=TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.0), vmax=max(hi, 2.0)),
-    )
-    fig.colorbar(im, ax=axes[4], fraction=0.046, pad=0.02)
-    if sigma is not None:
-        s = central_slice(sigma.detach()[0], axis)
-        lo, hi = sigma_range if sigma_range is not None else (None, None)
-        im = _show(axes[5], s, "sigma(x)", cmap="viridis", vmin=lo, vmax=hi)
-        fig.colorbar(im, ax=axes[5], fraction=0.046, pad=0.02)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def shooting_figure(
@@ -140,10 +76,10 @@ def shooting_figure(
             warped = warp_image(image.detach().float().unsqueeze(0), phi, sp)[0, 0]
             lines = warp_image(grid_image(phi.shape[2:], grid_step, device=phi.device), phi, sp)
             det = jacobian_determinant(phi, sp)[0] if det is None else det
-        _show(axes[r, 0], central_slice(warped, axis), f"{name}: warped", cmap="gray")
-        _show(axes[r, 1], central_slice(lines[0, 0], axis), "deformation grid", cmap="gray_r")
+        show_image(axes[r, 0], central_slice(warped, axis), f"{name}: warped", cmap="gray")
+        show_image(axes[r, 1], central_slice(lines[0, 0], axis), "deformation grid", cmap="gray_r")
         det_np = central_slice(det, axis)
-        im = _show(
+        im = show_image(
             axes[r, 2],
             det_np,
             f"det J (min {det_np.min():.2f})",
@@ -156,7 +92,7 @@ def shooting_figure(
         else:
             lo, hi = sigma_range if sigma_range is not None else (None, None)
             sig = central_slice(sigma.detach()[0], axis)
-            im = _show(axes[r, 3], sig, "sigma(x)", vmin=lo, vmax=hi)
+            im = show_image(axes[r, 3], sig, "sigma(x)", vmin=lo, vmax=hi)
             fig.colorbar(im, ax=axes[r, 3], fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -172,11 +108,13 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> str:
-    """Write ``fig`` as PNG atomically (temporary file in the same folder, then rename)."""
+    """Write ``fig`` as PNG atomically (temporary file in the same folder, then rename), with the
+    permissions of any file the process creates (``0o666`` less the umask)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.png")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=dpi)

@@ -26,6 +26,8 @@ FAST = [
 ]
 PAIR_FILES = {
     "warped.nii.gz",
+    "affine.mat",
+    "composite.h5",
     "displacement.nii.gz",
     "inverse_displacement.nii.gz",
     "jacobian.nii.gz",
@@ -227,3 +229,25 @@ def test_evaluate_stops_at_a_failing_pair_and_keeps_the_finished_ones(data, tmp_
     assert "pair 2/2" in err and "line 3" in err and "corrupt.nii.gz" in err
     assert {p.name for p in out.iterdir()} == {"pair_001"}
     assert math.isfinite(json.loads((out / "pair_001" / "metrics.json").read_text())["time_s"])
+
+
+def test_evaluate_resume_and_incomplete_pairs(data, tmp_path, capsys):
+    """--resume keeps the pairs of an earlier run; a --max-time spent before any svf iteration
+    (0.05 s is less than the reserve for writing) marks the pairs incomplete: WARNING, exit 3."""
+    out = tmp_path / "svf"
+    argv = ["evaluate", "--model", "svf", "--pairs", str(data / "pairs.csv"), "--out", str(out)]
+    assert main(argv + FAST) == 0
+    first = _results(out)
+    capsys.readouterr()
+    assert main(argv + FAST + ["--resume", "--strict"]) == 0
+    assert capsys.readouterr().err.count("(done earlier, kept)") == 2
+    assert _results(out) == first
+    out = tmp_path / "timed"
+    argv = ["evaluate", "--model", "svf", "--pairs", str(data / "nolabels.csv"), "--out", str(out)]
+    assert main(argv + FAST + ["--max-time", "0.05"]) == 3
+    err = capsys.readouterr().err
+    assert "rdmm evaluate: WARNING: pair 1 ran 0 deformable iterations" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["incomplete"] == [1] and summary["stopped_early"] == [1]
+    metrics = json.loads((out / "pair_001" / "metrics.json").read_text())
+    assert metrics["model"] == "affine" and metrics["complete"] is False

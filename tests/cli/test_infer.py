@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from rdmm_lightning.cli.main import main
-from rdmm_lightning.data.nifti import ras_affine, save_nifti
+from rdmm_lightning.synthetic.nifti import ras_affine, save_nifti
 from tests.io.geometry import sitk_array
 from tests.models.helpers import loader, make_module, trainer
 
@@ -69,7 +69,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_infer_rdmm_writes_outputs_on_the_input_grids(files, tmp_path, capsys):
     """The source on its own grid (other shape, spacing and origin than the target, covering
-    its field of view): each file lies on the grid architecture.md names; warped.nii.gz is the
+    its field of view): each file lies on the grid docs/architecture.md names; warped.nii.gz is the
     source resampled (SimpleITK) with displacement.nii.gz; the Dice values in metrics.json are
     those of the written label map and of the unregistered source label map. (The checkpoint
     is barely trained, so Dice need not improve.)"""

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from rdmm_lightning.cli.main import main
+from rdmm_lightning.cli.register import INCOMPLETE, exit_status
 from rdmm_lightning.io import read_image
 from rdmm_lightning.optimize.defaults import DEFAULT_RDMM_SIGMAS
 from tests.io.geometry import sitk_array
@@ -31,6 +32,8 @@ FILES = {
     "warped_label.nii.gz",
     "displacement.nii.gz",
     "inverse_displacement.nii.gz",
+    "affine.mat",
+    "composite.h5",
     "jacobian.nii.gz",
     "metrics.json",
     "overview.png",
@@ -101,7 +104,7 @@ def test_register_rdmm_3d(pair3d, tmp_path, capsys):
     err = np.abs(itk - ours).max() / rng
     print(f"rdmm 3D: max |SimpleITK - warped.nii.gz| / range = {err:.2e}")
     assert err < 1e-5
-    # grids: target side and source side, as architecture.md says
+    # grids: target side and source side, as docs/architecture.md says
     tgt_aff, src_aff = nib.load(pair3d["target"]).affine, nib.load(pair3d["source"]).affine
     for name in ("warped", "warped_label", "displacement", "jacobian", "sigma_t1"):
         np.testing.assert_allclose(nib.load(out / f"{name}.nii.gz").affine, tgt_aff, atol=1e-4)
@@ -149,16 +152,51 @@ def test_register_predefined_regularizer(pair2d, tmp_path):
 
 
 @pytest.mark.slow
-def test_register_affine_and_time_limit(pair2d, tmp_path):
+def test_register_affine_and_time_limit(pair2d, tmp_path, capsys):
+    """A limit spent before the first svf iteration (0.05 s is less than the reserve kept for
+    writing): never a silent svf result. The outputs are the affine registration, labelled so,
+    with a WARNING line and exit code 3."""
     out = tmp_path / "aff"
     argv = ["register", str(pair2d["source"]), str(pair2d["target"]), "--out", str(out)]
     assert main(argv + ["--model", "affine", "affine_options.iterations=3"]) == 0
     assert json.loads((out / "metrics.json").read_text())["model"] == "affine"
+    capsys.readouterr()
     out = tmp_path / "timed"
     argv = ["register", str(pair2d["source"]), str(pair2d["target"]), "--out", str(out)]
-    assert main(argv + ["--model", "svf", "--max-time", "0.05"]) == 0
+    assert main(argv + ["--model", "svf", "--max-time", "0.05"]) == INCOMPLETE == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stopped"] and "time limit" in metrics["stopped"]
+    assert metrics["model"] == "affine" and metrics["requested_model"] == "svf"
+    assert metrics["complete"] is False and not (out / "sigma_t0.nii.gz").exists()
+    svf = [r for r in metrics["stages"] if r["stage"] == "svf"]
+    assert len(svf) == 3 and sum(r["iterations"] for r in svf) == 0
+    assert metrics["time_limit"]["max_time_s"] == 0.05
+    captured = capsys.readouterr()
+    warning = "rdmm register: WARNING: the svf stage ran 0 iterations (time limit): the outputs"
+    assert warning in captured.err and "wrote" in captured.out
+    # a complete run: exit 0; --strict turns an early stop into exit code 3 as well
+    out = tmp_path / "strict"
+    argv = ["register", str(pair2d["source"]), str(pair2d["target"]), "--out", str(out)]
+    fast = ["--model", "svf", "iterations=[2,2,1]", "affine_options.iterations=2"]
+    assert main(argv + fast + ["--strict"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["complete"] is True
+
+
+def test_exit_status_and_strict(capsys):
+    done = {"model": "svf", "requested_model": "svf", "complete": True, "stopped": None}
+    early = dict(done, stopped="time limit of 9 s reached at svf scale 1, iteration 3")
+    stages = [{"stage": "svf", "stopped": "non-finite", "iterations": 0}]
+    empty = dict(early, model="affine", complete=False, stages=stages)
+    assert exit_status(done, False, "rdmm x") == exit_status(done, True, "rdmm x") == 0
+    assert exit_status(early, False, "rdmm x") == 0 and capsys.readouterr().err == ""
+    assert exit_status(early, True, "rdmm x") == INCOMPLETE
+    assert (
+        capsys.readouterr().err
+        == f"rdmm x: WARNING: stopped early (--strict): {early['stopped']}\n"
+    )
+    assert exit_status(empty, False, "rdmm x", "pair 2: ") == INCOMPLETE
+    err = capsys.readouterr().err
+    assert err.startswith("rdmm x: WARNING: pair 2: the svf stage ran 0 iterations (non-finite)")
 
 
 def _save(path: Path, arr: np.ndarray, affine=None) -> str:
@@ -240,3 +278,35 @@ def test_register_on_cuda(pair3d, tmp_path):
     assert main(argv + _labels(pair3d) + ["--device", "cuda"] + FAST) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["device"] == "cuda" and (out / "sigma_t1.nii.gz").is_file()
+
+
+def test_fixed_moving_aliases(pair2d, tmp_path, capsys):
+    """ANTs' names: --moving = SOURCE, --fixed = TARGET (same result as the positionals, overrides
+    may follow); an image given both ways, or half of the pair, is a one-line error."""
+    src, tgt = str(pair2d["source"]), str(pair2d["target"])
+    fast = ["--model", "affine", "affine_options.iterations=[3]", "affine_options.scales=[1.0]"]
+    by_name = ["register", "--fixed", tgt, "--out", str(tmp_path / "a"), "--moving", src]
+    assert main(by_name + fast) == 0
+    assert main(["register", src, tgt, "--out", str(tmp_path / "b")] + fast) == 0
+    capsys.readouterr()
+    a, b = (read_image(tmp_path / d / "warped.nii.gz").data for d in ("a", "b"))
+    assert torch.equal(a, b)
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["source"]["path"] == src and metrics["target"]["path"] == tgt
+    assert metrics["config"]["affine_options"]["iterations"] == [3]
+
+    out = ["--out", str(tmp_path / "c")]
+    cases = [
+        (["register", src, tgt, "--moving", src] + out, "not both"),
+        (["register", src, "--fixed", tgt] + out, "not both"),
+        (["register", "--moving", src, "--fixed", tgt, tgt] + out, "not both"),
+        (["register", "--moving", src] + out, "--fixed is missing"),
+        (["register", "--fixed", tgt, "iterations=[2]"] + out, "--moving is missing"),
+        (["register", src] + out, "missing TARGET"),
+        (["register"] + out, "missing SOURCE and TARGET"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        message = _one_line_error(capsys)
+        assert needle in message and message.startswith("rdmm register: error:"), message
+    assert not (tmp_path / "c").exists()

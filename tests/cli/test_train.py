@@ -37,6 +37,28 @@ def test_cfg_prints_the_composed_config(capsys):
     assert cfg.trainer.max_epochs == 3
 
 
+def test_hydra_options_are_passed_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--cfg", "job", "--resolve", "trainer.max_epochs=3"]) == 0
+    assert OmegaConf.create(capsys.readouterr().out).trainer.max_epochs == 3
+    assert main(["train", "--info", "searchpath"]) == 0
+    assert "pkg://rdmm_lightning.configs" in capsys.readouterr().out
+    assert main(["train", "-m", "model.lr=1e-3,-1", "trainer.max_steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "rdmm train: error: job 1 (model.lr=-1): model.lr=-1 must be > 0"
+    assert not list(tmp_path.iterdir())  # checked before job 0 started
+
+
+def test_a_sweep_and_hydra_run_dir(tmp_path, capsys):
+    tiny = tiny_overrides(tmp_path / "data", tmp_path / "runs", "trainer.max_steps=1")
+    assert main(["train", "-m", "seed=1,2", *tiny]) == 0
+    (stamp,) = (tmp_path / "runs" / "quickstart").iterdir()
+    assert sorted(p.parent.name for p in stamp.glob("*/last.ckpt")) == ["0", "1"]
+    assert main(["train", *tiny, f"hydra.run.dir={tmp_path / 'mine'}"]) == 0
+    assert (tmp_path / "mine" / "last.ckpt").is_file()
+    capsys.readouterr()
+
+
 def test_trains_and_prints_the_infer_command(tmp_path, capsys):
     assert main(["train", *tiny_overrides(tmp_path / "data", tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
@@ -48,7 +70,7 @@ def test_trains_and_prints_the_infer_command(tmp_path, capsys):
 def test_train_py_runs_from_another_directory(tmp_path):
     """``python /path/to/train.py`` works from any folder; the paths stay relative to it."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "--cfg", "paths.root=here"],
+        [sys.executable, str(REPO / "train.py"), "--cfg", "job", "paths.root=here"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

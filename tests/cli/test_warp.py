@@ -8,11 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from rdmm_lightning.cli.main import main
-from rdmm_lightning.io import index_to_world, read_image
+from rdmm_lightning.grid import index_to_world
+from rdmm_lightning.io import Volume, read_image
 from rdmm_lightning.pipeline.outputs import write_registration_outputs
 from rdmm_lightning.pipeline.pair import prepare_pair
+from rdmm_lightning.pipeline.transform import label_like_values
 from tests.io.geometry import lps, sitk_array
 from tests.pipeline.helpers import known_result, write_pair
 
@@ -148,3 +151,47 @@ def test_user_errors(reg, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["xy.csv", "bad.csv"])
     with pytest.raises(SystemExit):  # argparse: --moving and --points are exclusive
         main(t + ["--moving", "a", "--points", "b", "--out", "c"])
+
+
+def test_label_map_without_labels_warns(reg, tmp_path, capsys):
+    """A label map warped without --labels: written (linear, float32) with a one-line warning
+    that suggests --labels; an intensity image and --labels give none."""
+    _, paths, _, transform = reg
+    base = ["warp", "--transform", str(transform), "--out", str(tmp_path / "w.nii.gz")]
+    assert main(base + ["--moving", str(paths["source_label"])]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("wrote")
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rdmm warp: warning:"), err
+    assert "source_label.nii.gz" in err[0] and "3 distinct values" in err[0]
+    assert "--labels" in err[0]
+    assert nib.load(tmp_path / "w.nii.gz").get_data_dtype() == np.float32
+    # negative controls: the label map with --labels, and the (int16) intensity image
+    assert main(base + ["--moving", str(paths["source_label"]), "--labels"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(base + ["--moving", str(paths["source"])]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def _vol(data: torch.Tensor, file_dtype: str | None = None) -> Volume:
+    return Volume(data.reshape(1, 8, 8, 8), np.eye(4), None, file_dtype)
+
+
+def test_label_like_values():
+    """Integer images with few or sparse distinct values look like label maps; intensities that
+    fill their range, float images and many values do not."""
+    gen = torch.Generator().manual_seed(0)
+    lobes = torch.randint(0, 6, (512,), generator=gen)
+    assert label_like_values(_vol(lobes)) == 6
+    assert label_like_values(_vol(lobes.float(), "uint8")) == 6  # as read_image gives it
+    codes = torch.tensor([0, 2, 41, 1000, 2035])[torch.randint(0, 5, (512,), generator=gen)]
+    assert label_like_values(_vol(codes, "int16")) == 5  # sparse codes (FreeSurfer-like)
+    sparse = torch.arange(0, 400, 4)[torch.randint(0, 100, (512,), generator=gen)]
+    assert label_like_values(_vol(sparse)) == int(torch.unique(sparse).numel())
+    # not label-like: 8-bit intensities filling their range, more than 256 values, floats
+    gray = torch.randint(0, 256, (512,), generator=gen)
+    assert torch.unique(gray).numel() > 64
+    assert label_like_values(_vol(gray.float(), "uint8")) is None
+    assert label_like_values(_vol(torch.arange(512))) is None
+    assert label_like_values(_vol(lobes.float(), "float32")) is None
+    assert label_like_values(_vol(lobes.float())) is None

@@ -11,11 +11,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from rdmm_lightning.grid import domain_to_world, index_to_world
 from rdmm_lightning.io import (
     NIFTI_INTENT_VECTOR,
     displacement_from_map,
-    domain_to_world,
-    index_to_world,
     map_from_displacement,
     read_displacement,
     read_image,
@@ -65,7 +64,7 @@ def _setup(tmp_path, case):
     sitk.WriteImage(tgt_img, str(tmp_path / "target.nii.gz"))
     source = read_image(tmp_path / "source.nii.gz")
     target = read_image(tmp_path / "target.nii.gz")
-    h_s, h_t = source.domain_spacing(), target.domain_spacing()
+    h_s, h_t = source.grid().domain_spacing, target.grid().domain_spacing
     phi_inv = analytic_map(target.shape, h_t)
     return source, target, h_s, h_t, phi_inv
 

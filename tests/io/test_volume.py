@@ -1,4 +1,5 @@
-"""Reading and writing images and label maps: NIfTI, NRRD and MHA round trips, and errors."""
+"""The volume type and the reader: NIfTI, NRRD, MHA and PNG round trips, TorchIO images, resizing
+to another grid, and errors."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from rdmm_lightning.grid import index_grid, index_to_world
 from rdmm_lightning.io import (
     Volume,
     affine_from_itk,
-    index_to_world,
     itk_from_affine,
     read_image,
     read_label_map,
@@ -60,7 +61,7 @@ def test_round_trip_rotated_flipped_anisotropic(tmp_path, suffix):
     np.testing.assert_array_equal(vol.data[0].numpy(), arr)
     tol = 1e-4 if ".nii" in suffix else 1e-9  # NIfTI stores the header in float32
     np.testing.assert_allclose(vol.affine, _expected_affine(geom), atol=tol)
-    np.testing.assert_allclose(vol.spacing, geom["spacing"], atol=tol)
+    np.testing.assert_allclose(vol.voxel_size_mm, geom["spacing"], atol=tol)
 
     # voxel -> world agrees with ITK's TransformIndexToPhysicalPoint (LPS)
     idx = np.array([[0, 0, 0], [3, 17, 9], [19, 23, 15]])
@@ -185,8 +186,17 @@ def _make_bad(tmp_path, case: str):
         p.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4 4\nElementType = BANANA\n")
         return p
     if case == "unsupported":
-        p = tmp_path / "image_file.png"
+        p = tmp_path / "image_file.txt"
         p.write_bytes(b"not empty")
+        return p
+    if case == "corrupt_png":
+        p = tmp_path / "corrupt_file.png"
+        p.write_bytes(b"not a png")
+        return p
+    if case == "rgb_png":
+        p = tmp_path / "colour_file.png"
+        rgb = sitk.GetImageFromArray(rng.integers(0, 255, (6, 7, 3)).astype(np.uint8), True)
+        sitk.WriteImage(rgb, str(p))
         return p
     if case == "4d":
         p = tmp_path / "four_d_file.nii.gz"
@@ -223,6 +233,8 @@ ERRORS = {
     "corrupt_gz": "cannot read",
     "truncated": "cannot read",
     "corrupt_mha": "cannot read",
+    "corrupt_png": "cannot read",
+    "rgb_png": "3 components per voxel",
     "unsupported": "unsupported file type",
     "4d": "4D image with 3 volumes",
     "5d": "5D image",
@@ -244,3 +256,80 @@ def test_read_errors_name_the_file(tmp_path, case, reader):
     assert path.name in msg and "\n" not in msg
     if reader is read_image or case not in ("nan", "inf"):
         assert re.search(re.escape(ERRORS[case]), msg), msg
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_2d_image_formats(tmp_path, suffix):
+    """PNG and TIFF (no header: 1 mm pixels at the origin, ITK's LPS axes) read as 2D volumes,
+    label maps keep their integer type."""
+    arr = np.random.default_rng(2).integers(0, 200, size=(9, 13)).astype(np.uint8)  # (X, Y)
+    path = tmp_path / f"slice{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(arr.T.copy()), str(path))  # numpy order (Y, X)
+    vol = read_image(path)
+    assert vol.dim == 2 and vol.shape == (9, 13) and vol.data.dtype == torch.float32
+    np.testing.assert_array_equal(vol.data[0].numpy(), arr)
+    np.testing.assert_allclose(vol.affine, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    lab = read_label_map(path, reference=vol)
+    assert lab.file_dtype == "uint8" and torch.equal(lab.data[0], torch.from_numpy(arr).long())
+
+
+def test_volume_is_a_torchio_image():
+    """2D data (C, X, Y) are TorchIO's (C, X, Y, 1); float data give a ScalarImage, integer data a
+    LabelMap; from_torchio gives the same volume back."""
+    import torchio as tio
+
+    aff = _expected_affine(SOURCE_2D)
+    image = Volume(torch.rand(1, 24, 28), aff, "a.nii.gz", "int16")
+    assert isinstance(image.image, tio.ScalarImage) and image.image.shape == (1, 24, 28, 1)
+    assert image.dim == 2 and image.shape == (24, 28) and image.batch().shape == (1, 1, 24, 28)
+    np.testing.assert_array_equal(image.image.affine, aff)
+    labels = Volume(torch.randint(0, 3, (1, 5, 6, 7)), np.eye(4))
+    assert isinstance(labels.image, tio.LabelMap) and labels.dim == 3
+    back = Volume.from_torchio(image.image, path="b.nii.gz")
+    assert back.dim == 2 and torch.equal(back.data, image.data) and back.path == "b.nii.gz"
+    assert back.grid("physical") == image.grid("physical")
+    np.testing.assert_allclose(image.voxel_size_mm, SOURCE_2D["spacing"], atol=1e-12)
+    with pytest.raises(ValueError, match=r"data must be \(C, \*S\)"):
+        Volume(torch.zeros(5, 6), np.eye(4))
+    with pytest.raises(ValueError, match=r"affine must be \(4, 4\)"):
+        Volume(torch.zeros(1, 5, 6), np.eye(3))
+    with pytest.raises(ValueError, match="2D volume"):
+        Volume.from_torchio(labels.image, dim=2)
+
+
+@pytest.mark.parametrize("geom", [TARGET_3D, SOURCE_2D])
+def test_resize_keeps_corners_and_linear_functions(geom):
+    shape, aff = tuple(geom["size"]), _expected_affine(geom)
+    dim = len(shape)
+    world = index_to_world(index_grid(shape), aff)[0]
+    # an image that is linear in world coordinates survives linear resampling exactly
+    image = Volume((world[0] - 0.5 * world[1] + 3.0).float().unsqueeze(0), aff)
+    new_shape = tuple(max(2, n // 2 + 1) for n in shape)
+    small = image.resize(new_shape)
+    assert small.shape == new_shape and small.data.dtype == torch.float32
+    assert small.grid() == image.grid().resize(new_shape)
+    w_small = small.grid().world_points()[0]
+    torch.testing.assert_close(
+        small.data[0].double(), w_small[0] - 0.5 * w_small[1] + 3.0, atol=1e-4, rtol=0
+    )
+    # voxel i of the new grid sits at old index i (n - 1) / (m - 1)
+    i = torch.tensor([[1.0] * dim], dtype=torch.float64)
+    scale = torch.tensor([(n - 1) / (m - 1) for n, m in zip(shape, new_shape)])
+    np.testing.assert_allclose(
+        index_to_world(i, small.affine), index_to_world(i * scale, aff), atol=1e-10
+    )
+
+
+def test_resize_labels_nearest():
+    aff = _expected_affine(TARGET_3D)
+    labels = torch.randint(0, 4, (1, 20, 24, 16))
+    vol = Volume(labels, aff, "lab.nii.gz", "int16")
+    small = vol.resize((10, 12, 8))
+    assert small.data.dtype == torch.int64 and small.file_dtype == "int16"
+    assert set(small.data.unique().tolist()) <= set(labels.unique().tolist())
+    assert small.data[0, 0, 0, 0] == labels[0, 0, 0, 0]
+    assert small.data[0, -1, -1, -1] == labels[0, -1, -1, -1]
+    # upsampling then downsampling back to the original grid is the identity
+    big = vol.resize((39, 47, 31))
+    assert torch.equal(big.resize((20, 24, 16)).data, labels)
+    assert torch.equal(vol.resize((20, 24, 16)).data, labels)

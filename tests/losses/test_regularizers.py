@@ -10,8 +10,8 @@ from rdmm_lightning.losses import (
     shooting_energy,
     weight_range_penalty,
 )
+from rdmm_lightning.ops.energy import momentum_energy
 from rdmm_lightning.ops.grid import domain_spacing, identity_map
-from rdmm_lightning.shooting.terms import momentum_energy
 
 
 def translation(shape, shift, batch=2, dtype=torch.float64):

@@ -120,3 +120,23 @@ def test_affine_checkpoint_embedded(tmp_path):
     assert loaded.predict(batch["source"], batch["target"]).affine.shape == (1, 2, 3)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         make_module("rdmm", (16, 16), affine_checkpoint=str(affine_path))
+
+
+def test_preprocessing_record_and_the_fallback_for_older_checkpoints():
+    from rdmm_lightning.io.preprocessing import PreprocessingConfig
+    from rdmm_lightning.models.checkpoint import preprocessing_record
+
+    record = PreprocessingConfig(resize_shape=(8, 8, 8), intensity_percentiles=None)
+    config = {"data": {"preprocessing": {"resize_shape": [4, 4, 4], "cache": "x"}}}
+    new = {"datamodule_hyper_parameters": {"preprocessing": record.to_dict()}}
+    assert preprocessing_record({**new, "rdmm_config": config}) == record  # the record wins
+    # older checkpoints: the data module's raw options are not a record; the training config's
+    # options are read as the data module read them (unknown keys ignored, defaults filled)
+    old = {"datamodule_hyper_parameters": {"preprocessing": {"resize_shape": [8, 8, 8]}}}
+    assert preprocessing_record({**old, "rdmm_config": config}) == PreprocessingConfig(
+        resize_shape=(4, 4, 4)
+    )
+    assert preprocessing_record(old) is None
+    assert preprocessing_record({"rdmm_config": {"data": {"root": "x"}}}) is None
+    with pytest.raises(ValueError, match="resize_shape"):
+        preprocessing_record({"rdmm_config": {"data": {"preprocessing": {"resize_shape": [0]}}}})

@@ -5,7 +5,7 @@ import torch
 
 from rdmm_lightning.ops.grid import domain_spacing, identity_map
 from rdmm_lightning.ops.warp import compose_maps
-from rdmm_lightning.registration import RegistrationResult
+from rdmm_lightning.result import RegistrationResult
 
 from .helpers import batch_of, make_module
 

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from rdmm_lightning.ops import gaussian_smooth, identity_map
+from rdmm_lightning.ops.affine import affine_to_map
 from rdmm_lightning.ops.grid import domain_spacing
 from rdmm_lightning.ops.warp import warp_image
-from rdmm_lightning.optimize import affine_map
 
 
 def _vec(values, dim: int) -> Tensor:
@@ -56,7 +56,7 @@ def affine_pair(shape, **kwargs) -> tuple[Tensor, Tensor, Tensor]:
     src = textured_image(shape)
     mat = known_affine(len(shape), **kwargs)
     sp = domain_spacing(shape)
-    return src, warp_image(src, affine_map(mat, shape, sp), sp), mat
+    return src, warp_image(src, affine_to_map(mat, shape, sp), sp), mat
 
 
 def deformed_pair(shape, amplitude: float = 0.06, seed: int = 3) -> tuple[Tensor, Tensor]:

@@ -6,10 +6,11 @@ import torch
 
 from rdmm_lightning.losses import lncc_loss
 from rdmm_lightning.metrics import fold_statistics, jacobian_determinant
+from rdmm_lightning.ops.affine import affine_to_map, invert_affine
 from rdmm_lightning.ops.grid import domain_spacing, identity_map
 from rdmm_lightning.ops.smoothing import local_sigma, smooth_pre_weights
 from rdmm_lightning.ops.warp import compose_maps, warp_image
-from rdmm_lightning.optimize import affine_map, invert_affine, optimize_deformable
+from rdmm_lightning.optimize import optimize_deformable
 from rdmm_lightning.shooting import SolverOptions
 
 from .images import deformed_pair, known_affine
@@ -73,8 +74,8 @@ def test_initial_map_is_composed():
     sp = domain_spacing(shape)
     src, _ = deformed_pair(shape)
     mat = known_affine(2, angle_deg=5.0, scale=1.02, shift=(0.02, -0.01))
-    a_map = affine_map(mat, shape, sp)
-    a_inv = affine_map(invert_affine(mat), shape, sp)
+    a_map = affine_to_map(mat, shape, sp)
+    a_inv = affine_to_map(invert_affine(mat), shape, sp)
     tgt = warp_image(src, a_map, sp)
     res = optimize_deformable(src, tgt, "svf", initial_map=a_map, initial_forward=a_inv, **FAST)
     # psi^{-1} stays near the identity, so the total map stays near A

@@ -17,6 +17,7 @@ from rdmm_lightning.optimize import (
 from rdmm_lightning.optimize.lbfgs import run_lbfgs
 from rdmm_lightning.shooting import SolverOptions
 
+from .clocks import TickingClock
 from .images import affine_pair, deformed_pair
 
 FAST = dict(
@@ -76,19 +77,22 @@ def test_affine_non_finite():
 
 
 def test_time_limit_stops_with_last_good_result():
-    """A budget of 1 ms, far below the work asked for: the runs stop on the clock within their
-    first scale, after fewer than 10 iterations (one evaluation takes well over 0.1 ms), with
-    finite maps. Without the limit, or with the clock checked only between scales, lddmm runs
-    60 to 90 iterations at scale 0.5 here and affine 26 at scale 0.25."""
+    """A budget of 1 ms on a clock that advances 1 s at every reading: the runs stop on the
+    clock within their first scale, with finite maps. Without the limit, or with the clock
+    checked only between scales, lddmm runs 60 to 90 iterations at scale 0.5 here and affine
+    26 at scale 0.25."""
     src, tgt = deformed_pair((32, 32))
+    limit = Deadline(1e-3, clock=TickingClock(1.0))
     res = optimize_deformable(
-        src, tgt, "lddmm", max_time=1e-3, **{**FAST, "iterations": (500, 500)}
+        src, tgt, "lddmm", max_time=limit, **{**FAST, "iterations": (500, 500)}
     )
     assert res.stopped is not None and res.stopped.startswith("time limit of 0.001 s reached")
     assert "at lddmm scale 0.5" in res.stopped and "kept the last good parameters" in res.stopped
     assert _finite(res)
     assert len(res.history) < 10
-    res = optimize_affine(src, tgt, max_time=1e-3, iterations=1000)
+    res = optimize_affine(
+        src, tgt, max_time=Deadline(1e-3, clock=TickingClock(1.0)), iterations=1000
+    )
     assert "time limit of 0.001 s reached at affine scale 0.25" in res.stopped and _finite(res)
     assert len(res.history) < 10
 
@@ -101,14 +105,36 @@ def test_progress_line_written_to_stderr(capsys):
     assert "loss" in err and "similarity" in err and err.endswith("\n")
 
 
-def test_progress_line_and_deadline_units():
-    stream = io.StringIO()
-    line = ProgressLine("[x]", 3, stream=stream, interval=0.0)
-    line.update(1, {"loss": 0.5})
+def test_progress_in_a_log_is_one_line_per_stage():
+    stream = io.StringIO()  # not a terminal: the form a log file gets
+    line = ProgressLine("[x] scale 1", 3, stream=stream, interval=0.0)
+    for it in range(4):
+        line.update(it, {"loss": 0.5 - 0.1 * it})
+    assert stream.getvalue() == ""  # nothing is redrawn into a log
     line.close("done")
-    assert "\r[x] it 1/3 loss 0.5" in stream.getvalue() and "(done)\n" in stream.getvalue()
-    quiet = ProgressLine("[x]", 3, enabled=False, stream=stream)
+    text = stream.getvalue()
+    assert "\r" not in text and text.count("\n") == 1
+    assert text.startswith("[x] scale 1 it 3/3 loss 0.2 [") and text.endswith("s] (done)\n")
+
+
+def test_progress_on_a_terminal_is_a_bar_with_eta():
+    stream = io.StringIO()
+    line = ProgressLine("[x]", 4, stream=stream, interval=0.0, terminal=True)
+    line.update(1, {"loss": 0.5}, force=True)
+    line.update(2, {"loss": 0.25}, force=True)
+    line.close("done")
+    text = stream.getvalue()
+    assert "\r" in text and "[x]" in text and "2/4" in text
+    assert "<" in text and "it/s" in text or "s/it" in text  # elapsed<remaining, rate
+    assert "loss 0.25 (done)" in text
+
+
+def test_disabled_progress_writes_nothing_and_deadline_units():
+    stream = io.StringIO()
+    quiet = ProgressLine("[x]", 3, enabled=False, stream=stream, terminal=True)
     quiet.update(1, {"loss": 0.5})
+    quiet.close("done")
+    assert stream.getvalue() == ""
     assert Deadline(None).remaining() is None
     with pytest.raises(StopOptimization, match="time limit"):
         Deadline(1e-9).check()

@@ -4,14 +4,10 @@ import pytest
 import torch
 
 from rdmm_lightning.ops.grid import domain_spacing
+from rdmm_lightning.ops.pre_weights import pre_weights_from_raw, raw_from_pre_weights
 from rdmm_lightning.optimize.deformable import _solver_at
 from rdmm_lightning.optimize.multiscale import make_scales, per_scale, upsample_field
-from rdmm_lightning.optimize.preweights import (
-    global_pre_weights,
-    pre_weights_from_raw,
-    raw_from_pre_weights,
-    renormalize,
-)
+from rdmm_lightning.optimize.preweights import global_pre_weights, renormalize
 from rdmm_lightning.optimize.similarity import build_similarity
 from rdmm_lightning.shooting import SolverOptions
 

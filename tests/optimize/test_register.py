@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from rdmm_lightning.losses import lncc_loss
+from rdmm_lightning.ops.affine import affine_to_map
 from rdmm_lightning.ops.grid import domain_spacing
 from rdmm_lightning.ops.warp import warp_image
-from rdmm_lightning.optimize import affine_map, register_tensors
+from rdmm_lightning.optimize import Deadline, register_tensors
 from rdmm_lightning.shooting import SolverOptions
 
+from .clocks import TickingClock
 from .images import deformed_pair, known_affine
 
 FAST = dict(
@@ -27,7 +29,7 @@ def _pair():
     sp = domain_spacing(shape)
     src, tgt = deformed_pair(shape, amplitude=0.03)
     mat = known_affine(2, angle_deg=8.0, scale=1.05, shift=(0.06, -0.04))
-    return src, warp_image(tgt, affine_map(mat, shape, sp), sp), mat
+    return src, warp_image(tgt, affine_to_map(mat, shape, sp), sp), mat
 
 
 def test_affine_then_lddmm():
@@ -58,24 +60,35 @@ def test_without_affine_and_errors():
 
 
 def test_time_limit_covers_both_stages():
-    """``max_time`` bounds the whole call, the affine stage included. 1 ms is far less than the
-    work asked for (1000 affine iterations per scale, then 50 rdmm iterations per scale), so
-    the affine stage stops on the clock, the rdmm stage gets the 1 ms minimum and stops too,
-    and the result is still complete. (Unlimited, the affine stage runs 57 iterations here.)"""
+    """``max_time`` bounds the whole call, the affine stage included. On a clock that advances
+    1 s at every reading a 1 ms limit is over at the first check, far before the work asked
+    for (1000 affine iterations per scale, then 50 rdmm iterations per scale): the affine
+    stage stops on the clock and the rdmm stage before its first iteration, so the result is
+    the affine one, labelled so, never an rdmm result that did nothing."""
     src, tgt, _ = _pair()
     res = register_tensors(
         src,
         tgt,
         "rdmm",
-        max_time=1e-3,
+        max_time=Deadline(1e-3, clock=TickingClock(1.0)),
         affine_kwargs={"iterations": 1000},
         **{**FAST, "iterations": (50, 50)},
     )
     assert res.stopped is not None
     assert "time limit of 0.001 s reached at affine scale" in res.stopped
     assert "time limit of 0.001 s reached at rdmm scale" in res.stopped
-    assert res.model == "rdmm" and res.sigma_t0 is not None and res.affine is not None
+    assert "the rdmm stage ran 0 iterations" in res.stopped
+    assert res.model == "affine" and res.extras["requested_model"] == "rdmm"
+    assert res.sigma_t0 is None and res.affine is not None
     assert torch.isfinite(res.phi_inv).all() and torch.isfinite(res.warped).all()
     # work done: fewer than 10 iterations per stage (one evaluation takes well over 0.1 ms)
     done = Counter(h["stage"] for h in res.history)
     assert done["affine"] < 10 and done["rdmm"] < 10
+    stages = res.extras["stages"]
+    assert [(r["stage"], r["scale"]) for r in stages] == [
+        ("affine", 0.25), ("affine", 0.5), ("affine", 1.0), ("rdmm", 0.5), ("rdmm", 1.0)
+    ]  # fmt: skip
+    assert [r["planned"] for r in stages] == [1000, 1000, 1000, 50, 50]
+    assert stages[0]["stopped"] == "time limit" and stages[3]["stopped"] == "time limit"
+    assert {r["stopped"] for r in stages[1:3] + stages[4:]} == {"not run"}
+    assert sum(r["iterations"] for r in stages if r["stage"] == "rdmm") == 0

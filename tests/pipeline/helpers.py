@@ -16,7 +16,7 @@ import torch
 from rdmm_lightning.ops.grid import identity_map
 from rdmm_lightning.ops.warp import warp_image
 from rdmm_lightning.pipeline.outputs import invert_map
-from rdmm_lightning.registration import RegistrationResult
+from rdmm_lightning.result import RegistrationResult
 from tests.io.geometry import flip, make_sitk, rot_x, rot_z
 
 
@@ -107,18 +107,18 @@ def known_map(shape, spacing, wobble: float = 0.012) -> tuple[torch.Tensor, torc
 
 
 def known_result(pair, model: str = "rdmm", wobble: float = 0.012, with_phi: bool = True):
-    phi_inv, _ = known_map(pair.working_shape, pair.spacing, wobble)
-    phi = invert_map(phi_inv, pair.spacing) if with_phi else None
-    warped = warp_image(pair.source.double(), phi_inv, pair.spacing)
-    x = identity_map(pair.working_shape, pair.spacing, dtype=torch.float64)
+    phi_inv, _ = known_map(pair.working_shape, pair.domain_spacing, wobble)
+    phi = invert_map(phi_inv, pair.domain_spacing) if with_phi else None
+    warped = warp_image(pair.source.double(), phi_inv, pair.domain_spacing)
+    x = identity_map(pair.working_shape, pair.domain_spacing, dtype=torch.float64)
     sigma0 = 0.05 + 0.03 * x[:, :1]
-    sigma1 = warp_image(sigma0, phi_inv, pair.spacing, padding_mode="border")
+    sigma1 = warp_image(sigma0, phi_inv, pair.domain_spacing, padding_mode="border")
     rdmm = model == "rdmm"
     return RegistrationResult(
         model=model,
         phi_inv=phi_inv.float(),
         warped=warped.float(),
-        spacing=pair.spacing,
+        spacing=pair.domain_spacing,
         phi=None if phi is None else phi.float(),
         sigma_t0=sigma0.float() if rdmm else None,
         sigma_t1=sigma1.float() if rdmm else None,

@@ -1,4 +1,4 @@
-"""``evaluate_pairs`` and its helpers: reading PAIRS.csv, the summary, option checks."""
+"""``evaluate_pairs`` and its helpers: the summary, option checks (PAIRS.csv: tests/io)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from rdmm_lightning.pipeline.evaluate import (
     evaluate_pairs,
     format_summary_table,
     pair_folder_name,
-    read_pairs_csv,
 )
 from tests.pipeline.helpers import write_pair
 
@@ -25,50 +24,6 @@ def pair2d(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("evalpair")
     write_pair(folder / "p", 2)
     return folder
-
-
-def test_read_pairs_csv_resolves_paths_and_skips_blank_lines(pair2d, tmp_path):
-    p = pair2d / "p"
-    sub = tmp_path / "lists"
-    sub.mkdir()
-    rel = Path("..") / ".." / pair2d.name / "p"
-    text = (
-        "\ufeffid, source ,target,target_label,source_label\n"  # BOM, spaces, any column order
-        f"x,{rel}/source.nii.gz,{p}/target.nii.gz,,\n"
-        "\n"
-        f'"y","{p}/source.nii.gz",{p}/target.nii.gz,{p}/target_label.nii.gz,'
-        f"{p}/source_label.nii.gz\n"
-    )
-    (sub / "pairs.csv").write_text(text)
-    # the relative path is relative to the CSV's folder, not the working directory
-    rows = read_pairs_csv(sub / "pairs.csv", check_files=False)
-    assert [(r.index, r.line) for r in rows] == [(1, 2), (2, 4)]
-    assert Path(rows[0].source).resolve() == (p / "source.nii.gz").resolve()
-    assert not rows[0].has_labels and rows[0].target_label is None
-    assert rows[1].has_labels and rows[1].source_label == str(p / "source_label.nii.gz")
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("", "empty pairs file"),
-        ("source,target\n", "no pairs"),
-        ("source,image\na.nii.gz,b.nii.gz\n", "missing column(s) target"),
-        ("source,target,source_label\na.nii.gz,b.nii.gz,c.nii.gz\n", "target_label"),
-        ("source,target\na.nii.gz,\n", "line 2: empty target cell"),
-        ("source,target\n{p}/source.nii.gz,{p}/absent.nii.gz\n", "line 2, target"),
-        ("source,target\n{p}/source.nii.gz,{p}/target.txt\n", "line 2, target"),
-    ],
-)
-def test_read_pairs_csv_errors_name_the_file_and_line(pair2d, tmp_path, text, message):
-    csv_file = tmp_path / "pairs.csv"
-    p = pair2d / "p"
-    if "target.txt" in text:
-        (p / "target.txt").write_text("x")
-    csv_file.write_text(text.format(p=p))
-    with pytest.raises(ValueError, match=r"pairs\.csv") as info:
-        read_pairs_csv(csv_file)
-    assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_pair_folder_name():
@@ -134,3 +89,74 @@ def test_evaluate_pairs_checks_options_before_any_output(pair2d, tmp_path, kwarg
 def test_pair_row_defaults():
     row = PairRow(index=1, line=2, source="a", target="b")
     assert not row.has_labels
+
+
+def _three_pairs(pair2d: Path, folder: Path) -> Path:
+    """PAIRS.csv of three pairs; the third pair's source is a copy that a test may break."""
+    p = pair2d / "p"
+    third = folder / "third_source.nii.gz"
+    third.write_bytes((p / "source.nii.gz").read_bytes())
+    labels = f"{p}/source_label.nii.gz,{p}/target_label.nii.gz"
+    csv_file = folder / "pairs.csv"
+    csv_file.write_text(
+        "source,target,source_label,target_label\n"
+        f"{p}/source.nii.gz,{p}/target.nii.gz,{labels}\n"
+        f"{p}/target.nii.gz,{p}/source.nii.gz,,\n"
+        f"{third},{p}/target.nii.gz,{labels}\n"
+    )
+    return csv_file
+
+
+def _without_time(rows):
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+def test_resume_keeps_done_pairs_and_gives_the_uninterrupted_results(pair2d, tmp_path, capsys):
+    """A run that stops at pair 3 (its source file is broken) keeps pairs 1-2; --resume after
+    the file is mended registers pair 3 only, keeps the rows of 1-2 as they were written, and
+    gives the results of a run that was never interrupted (timings aside)."""
+    csv_file = _three_pairs(pair2d, tmp_path)
+    whole = evaluate_pairs(csv_file, tmp_path / "whole", model="affine", config=AFFINE_FAST)
+    third = tmp_path / "third_source.nii.gz"
+    good = third.read_bytes()
+    third.write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="pair 3/3 .* failed: .*pairs 1-2 are in"):
+        evaluate_pairs(csv_file, out, model="affine", config=AFFINE_FAST)
+    assert sorted(p.name for p in out.iterdir()) == ["pair_001", "pair_002"]
+    first = {i: json.loads((out / f"pair_00{i}" / "metrics.json").read_text()) for i in (1, 2)}
+    third.write_bytes(good)
+    capsys.readouterr()
+    resumed = evaluate_pairs(csv_file, out, model="affine", config=AFFINE_FAST, resume=True)
+    assert resumed.resumed == [1, 2]
+    err = capsys.readouterr().err
+    assert "pair 1/3" in err and "(done earlier, kept)" in err and "pair 3/3" in err
+    assert err.count("(done earlier, kept)") == 2
+    assert _without_time(resumed.rows) == _without_time(whole.rows)
+    for i in (1, 2):  # the rows of the done pairs are those written before, timings included
+        assert resumed.rows[i - 1]["time_s"] == first[i]["time_s"]
+        assert json.loads((out / f"pair_00{i}" / "metrics.json").read_text()) == first[i]
+    written = (out / "results.csv").read_text().splitlines()
+    assert len(written) == 4 and written[0] == ",".join(RESULT_COLUMNS)
+    assert resumed.summary["pairs"] == 3 and resumed.summary["incomplete"] == []
+    mean = resumed.summary["mean"]["dice_mean"]
+    assert mean == pytest.approx(whole.summary["mean"]["dice_mean"], abs=0)
+
+
+def test_resume_refuses_other_options_or_pairs(pair2d, tmp_path):
+    csv_file = _three_pairs(pair2d, tmp_path)
+    out = tmp_path / "out"
+    evaluate_pairs(csv_file, out, model="affine", config=AFFINE_FAST, progress=False)
+    other = {"affine_options": {"iterations": [5], "scales": [1.0]}}
+    with pytest.raises(ValueError, match=r"pair_001 was registered with other options .*affine"):
+        evaluate_pairs(csv_file, out, model="affine", config=other, resume=True, progress=False)
+    # runtime options may differ: nothing is registered again
+    again = evaluate_pairs(
+        csv_file, out, model="affine", config=AFFINE_FAST, resume=True, threads=2, progress=False
+    )
+    assert again.resumed == [1, 2, 3]
+    swapped = tmp_path / "swapped.csv"
+    lines = csv_file.read_text().splitlines()
+    swapped.write_text("\n".join([lines[0], lines[2], lines[1], lines[3]]) + "\n")
+    with pytest.raises(ValueError, match="pair_001 holds another pair"):
+        evaluate_pairs(swapped, out, model="affine", config=AFFINE_FAST, resume=True)

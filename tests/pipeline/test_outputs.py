@@ -14,18 +14,16 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from rdmm_lightning.io import (
-    domain_to_world,
-    index_to_world,
-    read_displacement,
-    read_image,
-    warp_points,
-    world_to_index,
-)
+from rdmm_lightning.grid import domain_to_world, index_to_world, world_to_domain, world_to_index
+from rdmm_lightning.io import read_displacement, read_image, warp_points
 from rdmm_lightning.ops.grid import identity_map
-from rdmm_lightning.pipeline.outputs import write_registration_outputs
+from rdmm_lightning.pipeline.outputs import (
+    OUTPUT_FILES,
+    compute_registration_outputs,
+    write_registration_outputs,
+)
 from rdmm_lightning.pipeline.pair import prepare_pair
-from rdmm_lightning.registration import RegistrationResult
+from rdmm_lightning.result import RegistrationResult
 from tests.io.geometry import lps, sitk_array
 from tests.pipeline.helpers import affine_part, known_map, known_result, write_pair
 
@@ -63,6 +61,8 @@ def test_files_and_grids(case):
             "warped_label.nii.gz",
             "displacement.nii.gz",
             "inverse_displacement.nii.gz",
+            "affine.mat",
+            "composite.h5",
             "jacobian.nii.gz",
             "sigma_t0.nii.gz",
             "sigma_t1.nii.gz",
@@ -181,8 +181,10 @@ def test_working_shape_grid(tmp_path):
     paths = write_pair(tmp_path / "in", 3)
     pair = prepare_pair(paths["source"], paths["target"], working_shape=(12, 12, 10))
     assert pair.working_shape == (12, 12, 10)
-    ident = identity_map(pair.working_shape, pair.spacing, dtype=torch.float32)
-    result = RegistrationResult("svf", ident.clone(), pair.source, pair.spacing, phi=ident.clone())
+    ident = identity_map(pair.working_shape, pair.domain_spacing, dtype=torch.float32)
+    result = RegistrationResult(
+        "svf", ident.clone(), pair.source, pair.domain_spacing, phi=ident.clone()
+    )
     metrics = write_registration_outputs(tmp_path / "id", pair, result)
     disp = read_displacement(tmp_path / "id" / "displacement.nii.gz")
     assert disp.shape == pair.target_volume.shape
@@ -198,21 +200,19 @@ def test_working_shape_grid(tmp_path):
     assert np.abs(res - ours).max() < 1e-3
 
     # an affine working-grid map gives the same world affine on the target grid
-    phi_inv, a = known_map(pair.working_shape, pair.spacing, wobble=0.0)
-    result = RegistrationResult("affine", phi_inv.float(), pair.source, pair.spacing)
+    phi_inv, a = known_map(pair.working_shape, pair.domain_spacing, wobble=0.0)
+    result = RegistrationResult("affine", phi_inv.float(), pair.source, pair.domain_spacing)
     write_registration_outputs(tmp_path / "aff", pair, result)
     disp = read_displacement(tmp_path / "aff" / "displacement.nii.gz")
     tgt = pair.target_volume
     idx = np.array([[0.0, 0.0, 0.0], [19.0, 21.0, 15.0], [7.0, 3.0, 11.0]])
     p = index_to_world(idx, tgt.affine)
     # expected: through the working grid's domain coordinates
-    from rdmm_lightning.io import world_to_domain
-
-    x = world_to_domain(p, pair.working_affine, pair.spacing)
-    centre = np.array([(n - 1) * h / 2 for n, h in zip(pair.working_shape, pair.spacing)])
+    x = world_to_domain(p, pair.working_affine, pair.domain_spacing)
+    centre = np.array([(n - 1) * h / 2 for n, h in zip(pair.working_shape, pair.domain_spacing)])
     shift = np.array([0.02, -0.015, 0.01])
     y = (x - centre) @ a.numpy().T + centre + shift
-    q = domain_to_world(y, pair.working_affine, pair.spacing)
+    q = domain_to_world(y, pair.working_affine, pair.domain_spacing)
     np.testing.assert_allclose(warp_points(p, disp.data, disp.affine), q, atol=1e-3)
 
 
@@ -237,3 +237,170 @@ def test_replacing_an_existing_folder(tmp_path):
         write_registration_outputs(tmp_path / "new" / "deeper", pair, bad)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+# ---------------------------------------------------------------------------------------------
+# ITK transform files: affine.mat (the affine part) and composite.h5 (the whole transform)
+
+
+def _affine_matrix(pair) -> torch.Tensor:
+    """The affine part ``(1, D, D + 1)`` of :func:`known_map` on ``pair``'s working grid (its
+    rotation/scaling about the domain centre and its shift), as ``RegistrationResult.affine``."""
+    grid = pair.grid
+    dim = grid.dim
+    _, a = known_map(grid.shape, grid.domain_spacing, wobble=0.0)
+    centre = torch.tensor([(n - 1) * h / 2 for n, h in zip(grid.shape, grid.domain_spacing)])
+    shift = torch.tensor([0.02, -0.015, 0.01][:dim])
+    b = centre.double() + shift.double() - a @ centre.double()
+    return torch.cat([a, b[:, None]], dim=1)[None].float()
+
+
+@pytest.fixture(scope="module", params=[3, 2], ids=["3d", "2d"])
+def affine_case(request, tmp_path_factory):
+    """Outputs of the wobbly known map whose result records its affine part."""
+    dim = request.param
+    folder = tmp_path_factory.mktemp(f"affine{dim}d")
+    paths = write_pair(folder, dim)
+    pair = prepare_pair(paths["source"], paths["target"])
+    result = known_result(pair, "svf")
+    result.affine = _affine_matrix(pair)
+    write_registration_outputs(folder / "out", pair, result)
+    return dim, paths, pair, result, folder / "out"
+
+
+def _resample(paths, transform) -> np.ndarray:
+    source = sitk.ReadImage(str(paths["source"]))
+    target = sitk.ReadImage(str(paths["target"]))
+    res = sitk.Resample(source, target, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat64)
+    return sitk_array(res)
+
+
+def _relative_error(paths, out, transform) -> float:
+    """max |sitk.Resample(source, target, transform) - warped.nii.gz| / source range, over the
+    target voxels that warped.nii.gz sees inside the source (at least half of them)."""
+    ours = read_image(out / "warped.nii.gz").data[0].double().numpy()
+    inside = np.abs(ours) > 0
+    assert inside.mean() > 0.5
+    rng = float(np.ptp(sitk_array(sitk.ReadImage(str(paths["source"])))))
+    return float(np.abs(_resample(paths, transform) - ours)[inside].max()) / rng
+
+
+def test_composite_h5_reproduces_warped(affine_case):
+    """One file, one call: sitk.ReadTransform(composite.h5) resamples the source like
+    warped.nii.gz; the order of its two parts matters (negative controls)."""
+    dim, paths, _, _, out = affine_case
+    composite = sitk.ReadTransform(str(out / "composite.h5"))
+    assert isinstance(composite, sitk.CompositeTransform)
+    assert composite.GetNumberOfTransforms() == 2
+    err = _relative_error(paths, out, composite)
+    print(f"{dim}D: max |sitk.Resample(composite.h5) - warped.nii.gz| / range = {err:.2e}")
+    assert err < 1e-5, err  # float32 rounding of warped.nii.gz only
+    affine, field = (composite.GetNthTransform(i) for i in range(2))
+    assert affine.GetName() == "AffineTransform"
+    assert field.GetName() == "DisplacementFieldTransform"
+    # negative controls: the parts in the other order, or the field alone, are far off
+    assert _relative_error(paths, out, sitk.CompositeTransform([field, affine])) > 1e-2
+    assert _relative_error(paths, out, field) > 1e-2
+
+
+def test_affine_mat_maps_points_like_the_affine_map(affine_case):
+    """affine.mat (LPS, as SimpleITK and ANTs read it) maps target points to the source as the
+    result's affine matrix does through the working grid's domain coordinates."""
+    dim, _, pair, result, out = affine_case
+    transform = sitk.ReadTransform(str(out / "affine.mat"))
+    assert transform.GetName() == "AffineTransform" and transform.GetDimension() == dim
+    rng = np.random.default_rng(1)
+    idx = rng.random((30, dim)) * (np.array(pair.target_volume.shape) - 1) * 1.4 - 3.0
+    p = pair.target_volume.grid().index_to_world(idx)  # RAS, some outside the grid
+    m = result.affine[0].double().numpy()
+    x = pair.grid.world_to_domain(p)
+    q = pair.grid.domain_to_world(x @ m[:, :dim].T + m[:, dim])
+    itk = np.array([transform.TransformPoint(tuple(pt)) for pt in lps(p)])
+    np.testing.assert_allclose(lps(itk), q, atol=1e-9)
+    # the affine is the composite's first part, written exactly as affine.mat
+    composite = sitk.ReadTransform(str(out / "composite.h5"))
+    assert composite.GetNthTransform(0).GetParameters() == transform.GetParameters()
+
+
+def test_affine_mat_alone_for_an_affine_result(tmp_path):
+    """An affine registration: affine.mat alone reproduces warped.nii.gz, and composite.h5's
+    residual field is zero."""
+    paths = write_pair(tmp_path / "in", 3)
+    pair = prepare_pair(paths["source"], paths["target"])
+    result = known_result(pair, "affine", wobble=0.0, with_phi=False)
+    result.affine = _affine_matrix(pair)
+    outputs = compute_registration_outputs(pair, result)
+    assert float(outputs.residual_displacement.data.abs().max()) < 1e-4  # mm
+    out = tmp_path / "out"
+    write_registration_outputs(out, pair, result)
+    err = _relative_error(paths, out, sitk.ReadTransform(str(out / "affine.mat")))
+    print(f"affine result: max |sitk.Resample(affine.mat) - warped.nii.gz| / range = {err:.2e}")
+    assert err < 1e-5, err
+    # the transform in memory is the one in the file
+    mem = outputs.to_sitk()
+    disk = sitk.ReadTransform(str(out / "composite.h5"))
+    pts = pair.target_volume.grid().index_to_world(np.array([[2.0, 3.0, 4.0], [10.5, 7.2, 9.0]]))
+    for pt in lps(pts):
+        np.testing.assert_allclose(mem.TransformPoint(tuple(pt)), disk.TransformPoint(tuple(pt)))
+
+
+def test_transform_files_without_an_affine_stage(case):
+    """No affine matrix (``affine=false`` runs, the case fixture): affine.mat is the identity and
+    composite.h5 is the displacement alone, still reproducing warped.nii.gz."""
+    _, paths, _, result, out, _ = case
+    assert result.affine is None
+    transform = sitk.ReadTransform(str(out / "affine.mat"))
+    dim = transform.GetDimension()
+    np.testing.assert_array_equal(transform.GetParameters(), np.r_[np.eye(dim).ravel(), [0] * dim])
+    assert _relative_error(paths, out, sitk.ReadTransform(str(out / "composite.h5"))) < 1e-5
+    assert {"affine.mat", "composite.h5"} <= set(OUTPUT_FILES)
+
+
+def test_ants_applies_the_transform_files(affine_case):
+    """ANTs (the ``baselines`` extra) reads both files: ``apply_transforms`` with composite.h5
+    reproduces warped.nii.gz; affine.mat alone lacks the residual deformation."""
+    ants = pytest.importorskip("ants")
+    dim, paths, _, _, out = affine_case
+    source = ants.image_read(str(paths["source"]))
+    target = ants.image_read(str(paths["target"]))
+    ours = read_image(out / "warped.nii.gz").data[0].double().numpy()
+    inside, rng = np.abs(ours) > 0, float(np.ptp(ours))
+
+    def error(transform: str) -> float:
+        res = ants.apply_transforms(target, source, [str(out / transform)], interpolator="linear")
+        return float(np.abs(res.numpy() - ours)[inside].max()) / rng
+
+    err = error("composite.h5")
+    print(f"{dim}D: max |ants.apply_transforms(composite.h5) - warped.nii.gz| / range = {err:.2e}")
+    assert err < 1e-5, err
+    assert error("affine.mat") > 1e-2
+
+
+def test_sheared_target_grid_gets_no_composite(tmp_path, caplog):
+    """ITK images cannot hold a sheared grid: no composite.h5 then (a logged warning), the other
+    files as usual."""
+    shear = np.eye(4)
+    shear[0, 1] = 0.3
+    image = np.random.default_rng(0).random((12, 14, 10)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, shear), tmp_path / "t.nii.gz")
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "s.nii.gz")
+    pair = prepare_pair(tmp_path / "s.nii.gz", tmp_path / "t.nii.gz")
+    with caplog.at_level("WARNING"):
+        write_registration_outputs(tmp_path / "out", pair, known_result(pair, "svf"))
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "composite.h5" not in names and {"affine.mat", "warped.nii.gz"} <= names
+    assert "no composite.h5" in caplog.text and "shear" in caplog.text
+
+
+def test_singular_affine_gets_no_transform_files(tmp_path):
+    paths = write_pair(tmp_path / "in", 2)
+    pair = prepare_pair(paths["source"], paths["target"])
+    result = known_result(pair, "svf")
+    result.affine = torch.zeros(1, 2, 3)
+    outputs = compute_registration_outputs(pair, result)
+    assert outputs.affine_matrix is None and outputs.residual_displacement is None
+    with pytest.raises(ValueError, match="singular"):
+        outputs.to_sitk()
+    write_registration_outputs(tmp_path / "out", pair, result)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert not names & {"affine.mat", "composite.h5"} and "displacement.nii.gz" in names

@@ -21,7 +21,7 @@ def files(tmp_path_factory):
 def test_source_resampled_like_simpleitk(files):
     pair = prepare_pair(files["source"], files["target"], source_label=files["source_label"])
     assert pair.working_shape == GEOMETRIES[3][1]["size"]
-    assert pair.spacing == pytest.approx(tuple(1 / (n - 1) for n in pair.working_shape))
+    assert pair.domain_spacing == pytest.approx(tuple(1 / (n - 1) for n in pair.working_shape))
     assert pair.source.shape == pair.target.shape == (1, 1, *pair.working_shape)
     assert 0.0 <= float(pair.source.min()) and float(pair.source.max()) <= 1.0
     # the working source is the source resampled into the target grid (identity in world space)
@@ -59,9 +59,11 @@ def test_working_shape_and_physical_spacing(files):
     np.testing.assert_allclose(corner, tgt.affine @ np.array([19.0, 21.0, 15.0, 1.0]), atol=1e-9)
     # physical mode keeps the working voxels' aspect ratio, largest extent = 1
     mm = np.linalg.norm(pair.working_affine[:3, :3], axis=0)
-    ratio = np.asarray(pair.spacing) / mm
+    ratio = np.asarray(pair.domain_spacing) / mm
     np.testing.assert_allclose(ratio, ratio[0])
-    assert max(h * (n - 1) for h, n in zip(pair.spacing, pair.working_shape)) == pytest.approx(1)
+    assert max(
+        h * (n - 1) for h, n in zip(pair.domain_spacing, pair.working_shape)
+    ) == pytest.approx(1)
 
 
 def test_normalize_intensities():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +15,14 @@ import torch
 
 from rdmm_lightning.optimize import LbfgsOptions
 from rdmm_lightning.optimize.defaults import DEFAULT_SIGMAS
-from rdmm_lightning.pipeline.config import default_register_config, resolve_register_config
-from rdmm_lightning.pipeline.pair import prepare_pair
-from rdmm_lightning.pipeline.register import (
+from rdmm_lightning.pipeline.config import (
+    default_register_config,
     optimizer_arguments,
-    region_pre_weights,
-    register_files,
+    resolve_register_config,
 )
+from rdmm_lightning.pipeline.pair import prepare_pair
+from rdmm_lightning.pipeline.register import region_pre_weights
+from rdmm_lightning.pipeline.run import register_files
 from rdmm_lightning.shooting import SolverOptions
 from tests.io.geometry import make_sitk, rot_z, sitk_array
 from tests.pipeline.helpers import GEOMETRIES, anatomy, world_points, write_pair
@@ -34,6 +38,25 @@ def test_defaults_follow_the_optimisers():
     assert cfg["iterations"] == [60, 40, 20] and cfg["affine_options"]["init"] == "com"
     for managed in ("pre_weights", "initial_map", "progress", "mask", "spacing"):
         assert managed not in cfg
+
+
+@pytest.mark.parametrize("model", ["rdmm", "svf", "affine"])
+def test_options_split_back_into_optimiser_arguments(model):
+    """One key list: every option is a pipeline key or an optimiser argument, and the split
+    gives only arguments the optimisers take (none of those the pipeline sets per pair)."""
+    import inspect
+
+    from rdmm_lightning.optimize import optimize_affine, optimize_deformable
+    from rdmm_lightning.pipeline.config import PER_PAIR_ARGUMENTS, PIPELINE_KEYS
+
+    cfg = resolve_register_config(None, [f"model={model}"])
+    aff, deformable = optimizer_arguments(cfg)
+    for fn, kwargs in ((optimize_affine, aff), (optimize_deformable, deformable)):
+        accepted = set(inspect.signature(fn).parameters) - set(PER_PAIR_ARGUMENTS)
+        assert set(kwargs) <= accepted, set(kwargs) - accepted
+    if model != "affine":
+        assert set(cfg) - set(PIPELINE_KEYS) <= set(deformable)
+    assert not set(PER_PAIR_ARGUMENTS) & (set(cfg) | set(cfg["affine_options"]))
 
 
 def test_precedence_and_model_defaults(tmp_path):
@@ -199,3 +222,94 @@ def test_ixi_pair_affine(tmp_path):
     itk = sitk.Resample(sitk.ReadImage(str(src)), sitk.ReadImage(str(tgt)), tx, sitk.sitkLinear)
     ours = read_image(tmp_path / "ixi" / "warped.nii.gz").data[0].numpy()
     assert np.abs(sitk_array(sitk.Cast(itk, sitk.sitkFloat32)) - ours).max() < 1e-3 * 255
+
+
+FAST_2D = ["iterations=[2,1]", "scales=[0.5,1.0]", "affine_options.iterations=[2]",
+           "affine_options.scales=[1.0]", "solver.num_steps=4"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["iterations=[10,5]"], "iterations must be a non-negative int or one per scale (3"),
+        (["affine_options.iterations=[1,2]"], "affine_options: iterations must be"),
+        (["similarity_kwargs.wndow=5"], "unexpected keyword argument 'wndow'"),
+        (["lbfgs.history_size=0"], "lbfgs history_size must be >= 1"),
+        (["solver.num_steps=0"], "solver num_steps must be >= 1"),
+        (["scales=[1.0,0.5]", "iterations=3"], "sorted coarse to fine"),
+        (["model=svf", "kernel_weights=[1,1]", "sigmas=[0.1]"], "kernel_weights"),
+    ],
+)
+def test_every_option_is_checked_before_any_work(tmp_path, capsys, overrides, needle):
+    """Wrong options fail at once: no stage has run (no progress line), nothing is written."""
+    paths = write_pair(tmp_path / "pair", 2)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as info:
+        register_files(paths["source"], paths["target"], out, overrides=overrides)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert capsys.readouterr().err == ""
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
+
+
+def test_metrics_record_stages_and_outputs_share_permissions(tmp_path):
+    """metrics.json records per stage and scale what ran and why it ended; every output file,
+    overview.png included, gets the permissions the umask gives a new file."""
+    paths = write_pair(tmp_path / "pair", 2)
+    old = os.umask(0o027)
+    try:
+        metrics = register_files(
+            paths["source"], paths["target"], tmp_path / "out", model="svf",
+            overrides=FAST_2D, max_time=600.0, progress=False,
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    stages = metrics["stages"]
+    assert [(r["stage"], r["scale"], r["planned"]) for r in stages] == [
+        ("affine", 1.0, 2), ("svf", 0.5, 2), ("svf", 1.0, 1)
+    ]  # fmt: skip
+    assert all(r["stopped"] in ("iterations", "evaluations", "converged") for r in stages)
+    assert all(0 < r["iterations"] <= r["planned"] for r in stages)
+    assert metrics["complete"] is True and metrics["requested_model"] == "svf"
+    limit = metrics["time_limit"]
+    assert limit["max_time_s"] == 600.0 and limit["write_reserve_s"] >= 1.5
+    assert 0 < limit["elapsed_before_writing_s"] < 600.0
+    on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert on_disk["stages"] == stages and on_disk["time_limit"] == limit
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert "overview.png" in modes and set(modes.values()) == {0o640}, modes
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+
+
+def test_a_held_output_folder_is_refused(tmp_path, capsys):
+    """While another live process holds the folder's lock, a second command refuses at once
+    (one line, exit 2) and writes nothing."""
+    from rdmm_lightning.cli.main import main
+    from rdmm_lightning.pipeline.atomic import lock_path
+
+    paths = write_pair(tmp_path / "pair", 2)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        lock_path(out).write_text(f"{holder.pid}\n")
+        argv = ["register", str(paths["source"]), str(paths["target"]), "--out", str(out)]
+        assert main(argv + FAST_2D) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"another rdmm command (pid {holder.pid})" in err
+        assert "[affine]" not in err and not out.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert main(argv + FAST_2D) == 0  # the holder is gone: its stale lock is taken over
+    assert (out / "metrics.json").exists() and not lock_path(out).exists()
+
+
+def test_no_affine_stage_and_no_deformable_iteration_is_an_error(tmp_path, capsys):
+    """Without an affine stage, a deformable stage that ran 0 iterations registered nothing: a
+    one-line error, no output folder (0.01 s is less than the time kept for writing)."""
+    paths = write_pair(tmp_path / "pair", 2)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="nothing was registered: the svf stage ran 0 iterations"):
+        register_files(paths["source"], paths["target"], out, model="svf", max_time=0.01,
+                       overrides=FAST_2D + ["affine=false"], progress=False)  # fmt: skip
+    assert not out.exists()

@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from rdmm_lightning.ops import compose_maps, identity_map
-from rdmm_lightning.ops.grid import low_res_shape
+from rdmm_lightning.ops.grid import domain_spacing, low_res_shape
 from rdmm_lightning.shooting import (
     LDDMMShooting,
+    MultiGaussianShooting,
     RDMMShooting,
     SolverOptions,
     VSVFShooting,
     make_shooting_unit,
     shoot_lddmm,
     shoot_rdmm,
+    shoot_vsvf,
 )
 from tests.helpers import scale_to_displacement, smooth_momentum, smooth_pre_weights
 
@@ -94,3 +96,18 @@ def test_interpolated_pre_weights_close_to_pde_advection():
     # two discretisations of the same transport: close on average, sharp ridges differ most
     diff = (pde.pre_weights - interp.pre_weights).abs()
     assert diff.mean() < 0.01 and diff.max() < 0.25
+
+
+@pytest.mark.parametrize("model, fn", [("svf", shoot_vsvf), ("lddmm", shoot_lddmm)])
+def test_multi_gaussian_units_call_their_shooting_function(model, fn):
+    """vSVF and LDDMM units are one class that differs only in the function it calls; each unit
+    matches its function exactly and not the other's (negative control)."""
+    m0 = smooth_momentum((16, 18), batch=1) * 0.3
+    sigmas, weights, solver = (0.08, 0.15), (0.4, 0.6), SolverOptions("rk4", 4)
+    unit = make_shooting_unit(model, sigmas=sigmas, weights=weights, solver=solver)
+    assert isinstance(unit, MultiGaussianShooting) and unit.model == model
+    got = unit(m0).phi_inv
+    sp = domain_spacing((16, 18))
+    assert torch.equal(got, fn(m0, sigmas, weights, sp, solver).phi_inv)
+    other = shoot_lddmm if fn is shoot_vsvf else shoot_vsvf
+    assert float((got - other(m0, sigmas, weights, sp, solver).phi_inv).abs().max()) > 1e-6

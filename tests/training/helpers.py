@@ -36,11 +36,15 @@ def tiny_overrides(data_dir: Path, root: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_train_script(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    """``python train.py ARGS`` from the repository, in ``cwd``, one thread per process."""
+def run_train_script(
+    args: list[str], cwd: Path, module: bool = False, **kwargs
+) -> subprocess.Popen:
+    """``python train.py ARGS`` from the repository (``module``: ``python ARGS``, e.g.
+    ``-m rdmm_lightning.cli.main train ...``), in ``cwd``, one thread per process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    script = [] if module else [str(REPO / "train.py")]
     return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args],
+        [sys.executable, *script, *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

@@ -94,6 +94,8 @@ def test_paper_schedules_of_the_oai_rdmm_net():
         (["data.batchsize=2"], "did you mean 'batch_size'?"),
         (["logger.csv.nme=x"], "did you mean 'name'?"),
         (["model.weight_decay=0.1"], "add it with +model.weight_decay=VALUE"),
+        (["+model.weight_decay=-0.1"], "model.weight_decay=-0.1 must be >= 0"),
+        (["model.lr=0"], "model.lr=0 must be > 0"),
         (["trainer.max_epochs=many"], "cannot apply trainer.max_epochs=many"),
         (["model.image_shape=???"], "missing value for model.image_shape"),
         (["model.image_shape=[32,32]"], "differs from the data grid [64, 64]"),

@@ -56,3 +56,23 @@ def test_two_cpu_ranks(tmp_path):
     assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"]
     assert read_checkpoint(run_dir / "last.ckpt")["global_step"] == 4
     assert "Try the model on a validation pair" in log
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_sweep_of_ddp_runs_through_rdmm_train(tmp_path):
+    """``rdmm train -m seed=1,2 trainer=ddp_cpu``: each job starts its own two ranks (the
+    sub-processes re-run ``rdmm train`` with the job's overrides) in the job's folder."""
+    args = tiny_overrides(tmp_path / "data", tmp_path / "runs", "trainer=ddp_cpu")
+    command = ["-m", "rdmm_lightning.cli.main", "train", "-m", "seed=1,2", *args]
+    proc = run_train_script([*command, "trainer.max_steps=1"], cwd=tmp_path, module=True)
+    log, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, log
+    (stamp,) = (tmp_path / "runs" / "quickstart").iterdir()  # one sweep folder, no other
+    assert sorted(p.name for p in stamp.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job, seed in (("0", 1), ("1", 2)):
+        names = sorted(p.name for p in (stamp / job).iterdir())
+        assert names == ["best.ckpt", "config.yaml", "last.ckpt", "overrides.yaml"]
+        ckpt = read_checkpoint(stamp / job / "last.ckpt")
+        assert ckpt["global_step"] == 1 and ckpt["rdmm_config"]["seed"] == seed
+    assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2

@@ -33,7 +33,9 @@ def test_training_from_a_built_wheel(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    assert (site / "rdmm_lightning" / "configs" / "experiment" / "quickstart.yaml").is_file()
+    configs = site / "rdmm_lightning" / "configs"
+    assert (configs / "experiment" / "quickstart.yaml").is_file()
+    assert (configs / "hydra" / "help" / "train.yaml").is_file()  # the app's --help
 
     work = tmp_path / "work"
     work.mkdir()
@@ -51,3 +53,11 @@ def test_training_from_a_built_wheel(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list((work / "runs" / "quickstart").glob("*/best.ckpt"))
     assert "rdmm infer --checkpoint runs/quickstart/" in proc.stdout
+    # the Hydra app finds the installed configs: its search path and help
+    for args, expected in ((["--info", "searchpath"], "pkg://rdmm_lightning.configs"),
+                           (["--help"], "oai_rdmm_net")):  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(site), *args],
+            cwd=work, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0 and expected in proc.stdout, proc.stdout + proc.stderr

@@ -69,9 +69,9 @@ def test_run_folder_checkpoints_and_config(first_run, capsys):
     assert isinstance(module, RegistrationNetModule)
     # the data module's spatial preprocessing travels with the checkpoint, for `rdmm infer`
     pre = saved.data.preprocessing
-    assert module.training_grid is not None
-    assert module.training_grid.canonical == pre.get("canonical", True)
-    assert list(module.training_grid.resize_shape) == list(pre.resize_shape)
+    assert module.preprocessing is not None
+    assert module.preprocessing.canonical == pre.get("canonical", True)
+    assert list(module.preprocessing.resize_shape) == list(pre.resize_shape)
     assert list((run_dir / "csv" / "version_0" / "figures").glob("*.png"))
     assert (run_dir / "csv" / "version_0" / "metrics.csv").is_file()
     assert not list(run_dir.glob(".*.tmp-*"))

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -49,3 +51,15 @@ def test_registration_figure_writes_png(tmp_path, shape):
     with Image.open(path) as png:
         assert png.size == (arr.shape[1], arr.shape[0])
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["overview.png"]  # no temp left
+
+
+def test_save_figure_permissions_follow_the_umask(tmp_path):
+    fig = registration_figure(*(torch.rand(1, 8, 9),) * 3, identity_map((8, 9), (1.0, 1.0))[0])
+    old = os.umask(0o027)
+    try:
+        path = save_figure(fig, tmp_path / "overview.png")
+        (tmp_path / "other.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = os.stat(path).st_mode & 0o777
+    assert mode == os.stat(tmp_path / "other.json").st_mode & 0o777 == 0o640
