@@ -72,47 +72,35 @@ def finish(
         m0 = params.m.detach()
         h0 = params.pre_weights()
         h0 = None if h0 is None else h0.detach()
-    if unchanged:
-        with torch.no_grad():
-            phi_inv, phi = _fallback_maps(source, shape, spacing, initial_map, initial_forward)
-            warped = warp_image(source, phi_inv, spacing)
-        return RegistrationResult(
-            model=model,
-            phi_inv=phi_inv,
-            warped=warped,
-            spacing=spacing,
-            phi=phi,
-            time_s=time.perf_counter() - started,
-            stopped=stopped,
-            history=history,
-            extras={"m0": m0, "h0": h0, "param_spacing": level.param_spacing},
-        )
+    sigma_t0 = sigma_t1 = None
     with torch.no_grad():
-        res = final_unit(
-            m0,
-            h0,
-            spacing=level.param_spacing,
-            full_shape=shape,
-            full_spacing=spacing,
-            initial_map=initial_map,
-            initial_forward=initial_forward,
-        )
-        phi_inv, phi = res.phi_inv, res.phi
-        if initial_map is not None and initial_forward is None:
-            phi = None
-        if not bool(torch.isfinite(phi_inv).all()) or (
-            phi is not None and not bool(torch.isfinite(phi).all())
-        ):
-            note = f"final {model} shooting gave non-finite maps; returned the initial map"
-            stopped = f"{stopped}; {note}" if stopped else note
+        if unchanged:
             phi_inv, phi = _fallback_maps(source, shape, spacing, initial_map, initial_forward)
-            res = None
-        warped = warp_image(source, phi_inv, spacing)
-        sigma_t0 = sigma_t1 = None
-        if model == "rdmm" and res is not None:
-            sigma_t0, sigma_t1 = sigma_maps(
-                final_unit, res, h_src, initial_forward, shape, spacing, level.param_spacing
+        else:
+            res = final_unit(
+                m0,
+                h0,
+                spacing=level.param_spacing,
+                full_shape=shape,
+                full_spacing=spacing,
+                initial_map=initial_map,
+                initial_forward=initial_forward,
             )
+            phi_inv, phi = res.phi_inv, res.phi
+            if initial_map is not None and initial_forward is None:
+                phi = None
+            if not bool(torch.isfinite(phi_inv).all()) or (
+                phi is not None and not bool(torch.isfinite(phi).all())
+            ):
+                note = f"final {model} shooting gave non-finite maps; returned the initial map"
+                stopped = f"{stopped}; {note}" if stopped else note
+                phi_inv, phi = _fallback_maps(source, shape, spacing, initial_map, initial_forward)
+                res = None
+            if model == "rdmm" and res is not None:
+                sigma_t0, sigma_t1 = sigma_maps(
+                    final_unit, res, h_src, initial_forward, shape, spacing, level.param_spacing
+                )
+        warped = warp_image(source, phi_inv, spacing)
     return RegistrationResult(
         model=model,
         phi_inv=phi_inv,
