@@ -219,8 +219,8 @@ def optimize_deformable(
             (renormalised to ``sum h^2 = 1``): fixed in predefined mode, the initial value in
             optimised mode. Paper lung setting: sigmas (0.04, 0.06, 0.08, 0.2), ``h^2`` inside
             (0.1, 0.4, 0.5, 0), outside (0, 0, 0, 1).
-        sigmas: Gaussian stds (domain units). Default vSVF/LDDMM (0.03, 0.06, 0.09, 0.12) with
-            ``kernel_weights`` (0.1, 0.3, 0.3, 0.3); RDMM (0.03, 0.06, 0.09, 0.12). See
+        sigmas: Gaussian stds (domain units). Default vSVF/LDDMM (0.015, 0.03, 0.06, 0.12) with
+            ``kernel_weights`` (0.1, 0.3, 0.3, 0.3); RDMM (0.015, 0.03, 0.06, 0.12). See
             :mod:`.defaults`.
         kernel_weights: vSVF/LDDMM multi-Gaussian weights (normalised to sum 1).
         initial_h2: RDMM optimised mode without ``pre_weights``: constant initial ``h^2``
