@@ -125,7 +125,7 @@ def test_progress_on_a_terminal_is_a_bar_with_eta():
     line.close("done")
     text = stream.getvalue()
     assert "\r" in text and "[x]" in text and "2/4" in text
-    assert "<" in text and "it/s" in text or "s/it" in text  # elapsed<remaining, rate
+    assert "<" in text and ("it/s" in text or "s/it" in text)  # elapsed<remaining, rate
     assert "loss 0.25 (done)" in text
 
 

