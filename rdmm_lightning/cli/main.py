@@ -26,9 +26,10 @@ __all__ = [
     "user_error",
 ]
 
-SUBCOMMANDS = ("register", "infer", "warp", "evaluate", "data", "train")
+SUBCOMMANDS = ("register", "infer", "warp", "evaluate", "data", "train", "models")
 
 OPTION_FLAGS = {
+    "affine": "--affine",
     "checkpoint": "--checkpoint",
     "config": "--config",
     "device": "--device",
