@@ -37,6 +37,7 @@ def register(
     source_label: ImageLike | None = None,
     target_label: ImageLike | None = None,
     region_mask: str | os.PathLike | Volume | None = None,
+    preset: str | None = None,
     config: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
     voxel_size: Sequence[float] | None = None,
@@ -56,6 +57,8 @@ def register(
         out_dir: write the output files there (docs/architecture.md; all or nothing), or nothing.
         source_label, target_label: label maps (files, Volumes or integer tensors) for Dice.
         region_mask: RDMM region mask in the source's space (predefined regularizer).
+        preset: named settings (``"brain"``, ``"lung"``, ``"knee"``, ``"synthetic"``; the YAML
+            files of :mod:`rdmm_lightning.presets`), as ``rdmm register --preset``.
         config, overrides: YAML file or mapping of options, and ``"key=value"`` strings.
         voxel_size: voxel size (mm) of tensor inputs.
         progress: progress lines on stderr.
@@ -66,7 +69,7 @@ def register(
             ``"cuda:N"``; None: the config's ``device`` (default ``"auto"``).
         **options: any option of :mod:`rdmm_lightning.pipeline.config` (``similarity="ncc"``,
             ``iterations=20``, ``max_time=60``, ``solver={"num_steps": 5}``, ...); precedence:
-            defaults < ``config`` < these < ``overrides``.
+            defaults < ``preset`` < ``config`` < these < ``overrides``.
 
     Returns:
         The :class:`RegistrationResult` on the working grid (the target's grid; images
@@ -81,7 +84,7 @@ def register(
     from .pipeline.run import register_batch
     from .pipeline.tensors import as_batch, tensor_volume, voxel_affine
 
-    explicit = dict(options, model=model, threads=threads, device=device)
+    explicit = dict(options, preset=preset, model=model, threads=threads, device=device)
     if isinstance(region_mask, Volume):
         explicit["region_mask"] = region_mask.path or "<volume>"
     elif region_mask is not None:
@@ -119,6 +122,7 @@ def infer(
     refine_steps: int = 0,
     device: str | None = None,
     threads: int | None = None,
+    affine: str | None = None,
 ) -> RegistrationResult:
     """Register ``source`` to ``target`` with a trained network checkpoint (``rdmm infer`` in
     Python).
@@ -139,6 +143,9 @@ def infer(
         device: ``"auto"``/None (CUDA when available, else CPU), ``"cpu"``, ``"cuda[:N]"``.
         threads: intra-op threads of the network step (None: ``RDMM_NUM_THREADS``, else
             chosen for the grid); the previous count is restored on return.
+        affine: the affine stage before a deformable network: ``"net"`` (the checkpoint's
+            affine net; the default when it has one), ``"opt"`` (affine-opt on the pair, as
+            ``rl.register``'s affine stage, then the network from its map) or ``"none"``.
 
     Returns:
         The :class:`RegistrationResult` on the network's working grid, with
@@ -152,7 +159,12 @@ def infer(
     from .pipeline.run import infer as run_infer
 
     network = load_network(
-        checkpoint, num_steps=num_steps, refine_steps=refine_steps, device=device, threads=threads
+        checkpoint,
+        num_steps=num_steps,
+        refine_steps=refine_steps,
+        device=device,
+        threads=threads,
+        affine=affine,
     )
     labels = {"source_label": source_label, "target_label": target_label}
     return run_infer(network, source, target, out_dir=out, **labels)

@@ -32,6 +32,8 @@ __all__ = [
     "LocalKernel",
     "Coordinates",
     "Side",
+    "AffineStage",
+    "Preset",
 ]
 
 
@@ -177,8 +179,26 @@ class Coordinates(StrOption):
     RAS = "ras"
 
 
+class AffineStage(StrOption):
+    """Affine stage of ``rdmm infer``/``rdmm evaluate --checkpoint`` before the deformable
+    network: the checkpoint's affine net, affine-opt on the pair, or none."""
+
+    NET = "net"
+    OPT = "opt"
+    NONE = "none"
+
+
 class Side(StrOption):
     """Knee side of the synthetic 3D data."""
 
     LEFT = "left"
     RIGHT = "right"
+
+
+class Preset(StrOption):
+    """Named option sets of ``rdmm register`` (``rdmm_lightning/presets/<name>.yaml``)."""
+
+    BRAIN = "brain"
+    LUNG = "lung"
+    KNEE = "knee"
+    SYNTHETIC = "synthetic"

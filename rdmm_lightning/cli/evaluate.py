@@ -1,8 +1,8 @@
 """``rdmm evaluate``: register every pair of a CSV file and summarise Dice, folds and time.
 
 ``rdmm evaluate (--checkpoint CKPT | --model NAME) --pairs PAIRS.csv --out DIR [--resume]
-[--strict] [--num-steps K] [--refine-steps N] [--device auto|cpu|cuda[:N]] [--threads N]
-[--max-time S] [--config F] [key=value ...]``
+[--strict] [--num-steps K] [--refine-steps N] [--affine net|opt|none] [--device auto|cpu|cuda[:N]]
+[--threads N] [--max-time S] [--preset NAME] [--config F] [--print-config] [key=value ...]``
 
 A thin layer over :func:`rdmm_lightning.pipeline.evaluate.evaluate_pairs` (which checks the
 options too): each pair is registered as ``rdmm infer`` (``--checkpoint``) or ``rdmm register``
@@ -11,6 +11,8 @@ are written and a markdown table of the means is printed. ``--resume`` continues
 was killed or failed (pairs finished with the same options are kept, not registered again).
 Exit codes as for ``rdmm register`` (:func:`~rdmm_lightning.cli.register.exit_status`): 3 when
 a pair's deformable stage ran 0 iterations, or, with ``--strict``, when a pair stopped early.
+With ``--model``, ``--preset`` and ``--print-config`` work as for ``rdmm register``
+(``--print-config`` needs neither ``--pairs`` nor ``--out``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rdmm_lightning.cli.main import add_device_option, add_threads_option, user_error
-from rdmm_lightning.cli.register import INCOMPLETE, _collect_trailing_overrides, add_strict_option
+from rdmm_lightning.cli.infer import add_affine_option
+from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option, user_error
+from rdmm_lightning.cli.register import (
+    INCOMPLETE,
+    _collect_trailing_overrides,
+    add_config_options,
+    add_strict_option,
+    print_config,
+    with_preset,
+)
 from rdmm_lightning.options import Model, values
 
 __all__ = ["add_parser"]
@@ -34,9 +44,9 @@ continues a killed or failed run into the same DIR: pairs it finished with the s
 kept, the others are registered."""
 
 EPILOG = """\
---model only: --max-time (per pair), --config and key=value overrides as for `rdmm register`,
-  e.g. iterations=[30,20,10] scales=[0.25,0.5,1.0] similarity=ncc solver.num_steps=20
---checkpoint only: --num-steps, --refine-steps as for `rdmm infer`."""
+--model only: --max-time (per pair), --preset, --config, --print-config and key=value overrides
+  as for `rdmm register`, e.g. iterations=[30,20,10] similarity=ncc solver.num_steps=20
+--checkpoint only: --num-steps, --refine-steps, --affine as for `rdmm infer`."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", metavar="NAME", help=f"pairwise optimiser: {'|'.join(values(Model))}"
     )
-    parser.add_argument("--pairs", required=True, metavar="PAIRS.csv", help="CSV of pairs")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--pairs", metavar="PAIRS.csv", help="CSV of pairs (required)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (required)")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -67,10 +77,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--refine-steps", type=int, metavar="N", help="instance-optimisation steps (default 0)"
     )
+    add_affine_option(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.add_argument("--max-time", type=float, metavar="S", help="wall-clock limit per pair")
-    parser.add_argument("--config", metavar="F", help="YAML file of options")
+    add_config_options(parser)
     parser.set_defaults(func=_run)
     _collect_trailing_overrides(parser)
 
@@ -78,6 +89,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rdmm_lightning.pipeline.evaluate import evaluate_pairs, format_summary_table
 
+    if args.checkpoint is not None and (args.preset is not None or args.print_config):
+        flag = "--preset" if args.preset is not None else "--print-config"
+        raise CLIError(f"{flag} applies to --model (a pairwise optimiser), not to --checkpoint")
+    overrides = with_preset(args.preset, list(args.overrides))
+    if args.print_config:
+        keys = ("model", "max_time", "device", "threads")  # as evaluate_pairs' --model run
+        return print_config(args.config, overrides, {k: getattr(args, k) for k in keys})
+    for flag, value in (("--pairs PAIRS.csv", args.pairs), ("--out DIR", args.out)):
+        if value is None:
+            raise CLIError(f"{flag} is required")
     try:
         evaluation = evaluate_pairs(
             args.pairs,
@@ -86,10 +107,11 @@ def _run(args: argparse.Namespace) -> int:
             model=args.model,
             num_steps=args.num_steps,
             refine_steps=args.refine_steps,
+            affine=args.affine,
             device=args.device,
             max_time=args.max_time,
             config=args.config,
-            overrides=args.overrides,
+            overrides=overrides,
             progress=True,
             threads=args.threads,
             resume=args.resume,

@@ -1,16 +1,18 @@
 """``rdmm infer``: register two image files with a trained network checkpoint.
 
 ``rdmm infer --checkpoint CKPT SOURCE TARGET --out DIR [--source-label F] [--target-label F]
-[--num-steps K] [--refine-steps N] [--device auto|cpu|cuda[:N]] [--threads N]``; ANTs' names
-work too: ``--moving SOURCE --fixed TARGET``.
+[--num-steps K] [--refine-steps N] [--affine net|opt|none] [--device auto|cpu|cuda[:N]]
+[--threads N]``; ANTs' names work too: ``--moving SOURCE --fixed TARGET``.
 
 The work is :func:`rdmm_lightning.pipeline.run.infer_files`: both images go through the
 preprocessing recorded in the checkpoint (e.g. reoriented to RAS+, resized, intensities rescaled
 between percentiles, as the data module did in training) and the source is resampled into the
 target's physical space on that grid; the network predicts the maps (K refinement steps,
-optionally N steps of instance optimisation), and the output files (docs/architecture.md) are
-written on the source's and target's own grids. Inputs of any shape, spacing and orientation are
-accepted.
+optionally N steps of instance optimisation) after the affine stage (``--affine``: the
+checkpoint's affine net, the default when it has one; ``opt``: affine-opt on the pair with
+``rdmm register``'s affine options, the network starting from its map; ``none``), and the
+output files (docs/architecture.md) are written on the source's and target's own grids. Inputs
+of any shape, spacing and orientation are accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 
 from rdmm_lightning.cli.main import add_device_option, add_threads_option, user_error
 from rdmm_lightning.cli.register import add_image_arguments, image_arguments
+from rdmm_lightning.options import AffineStage, values
 
 __all__ = ["add_parser"]
 
@@ -54,9 +57,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="instance-optimisation steps after the network (default 0; not for affine)",
     )
+    add_affine_option(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=_run)
+
+
+def add_affine_option(parser: argparse.ArgumentParser) -> None:
+    """``--affine net|opt|none`` (``args.affine``; None: ``net`` when the checkpoint has an
+    affine stage, else ``none``)."""
+    parser.add_argument(
+        "--affine",
+        choices=values(AffineStage),
+        help="affine stage before a deformable network: the checkpoint's affine net (default "
+        "when it has one), affine-opt on the pair (as rdmm register's), or none",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
             refine_steps=args.refine_steps,
             device=args.device,
             threads=args.threads,
+            affine=args.affine,
         )
     except ValueError as exc:
         raise user_error(exc) from exc

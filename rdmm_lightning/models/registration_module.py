@@ -15,7 +15,8 @@ from ..losses import map_symmetry_loss, similarity_from_name, weight_range_penal
 from ..losses.compose import registration_terms, weighted_total
 from ..nets.affine_net import MultiStepAffineNet
 from ..nets.registration_net import NetOutput, RegistrationNet, StepOutput
-from ..ops.affine import affine_to_map, invert_affine
+from ..ops.affine import affine_to_map, check_affine, invert_affine
+from ..options import AffineStage, either, values
 from ..result import RegistrationResult
 from ..shooting import MODELS, SolverOptions
 from ..viz import registration_figure
@@ -80,6 +81,10 @@ class RegistrationNetModule(RegistrationModuleBase):
             stage unless ``affine_checkpoint``).
         affine_trainable: fine-tune the affine net (default frozen).
         affine_steps: affine passes (default: the affine net's ``num_steps``).
+        inference_affine: the affine stage ``rdmm infer`` runs by default before this network
+            (:class:`~rdmm_lightning.options.AffineStage`; None: the affine net when there is
+            one, else none). ``"opt"`` for networks trained on an affinely pre-aligned pool
+            (``rdmm data align``): affine-opt then aligns each new pair first.
         refine_optimizer, refine_lr: test-time instance optimisation (``"lbfgs"`` or ``"adam"``;
             lr default 1 for L-BFGS, 1e-3 for Adam).
         lr, weight_decay, lr_step_epochs, lr_gamma: Adam and an optional StepLR.
@@ -127,6 +132,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         affine_net: Mapping[str, Any] | None = None,
         affine_trainable: bool = False,
         affine_steps: int | None = None,
+        inference_affine: str | None = None,
         refine_optimizer: str = "lbfgs",
         refine_lr: float | None = None,
         lr: float = 1e-4,
@@ -138,6 +144,10 @@ class RegistrationNetModule(RegistrationModuleBase):
         super().__init__()
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}; got {model!r}")
+        if inference_affine is not None and inference_affine not in values(AffineStage):
+            raise ValueError(
+                f"inference_affine must be {either(AffineStage)} or null; got {inference_affine!r}"
+            )
         if refine_optimizer not in REFINE_OPTIMIZERS:
             raise ValueError(
                 f"refine_optimizer must be one of {REFINE_OPTIMIZERS}; got {refine_optimizer!r}"
@@ -203,10 +213,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         grad = self.hparams.affine_trainable and torch.is_grad_enabled()
         with contextlib.nullcontext() if grad else torch.no_grad():
             out = self.affine_net(source, target, spacing, self.hparams.affine_steps)
-        shape = tuple(source.shape[2:])
-        initial = affine_to_map(out.matrix, shape, spacing)
-        inverse = affine_to_map(invert_affine(out.matrix), shape, spacing) if forward else None
-        return initial, inverse, out.matrix
+        return _matrix_maps(out.matrix, tuple(source.shape[2:]), spacing, forward)
 
     # ------------------------------------------------------------------------------ loss
     def objective(
@@ -244,10 +251,18 @@ class RegistrationNetModule(RegistrationModuleBase):
         spacing: Sequence[float],
         num_steps: int | None = None,
         forward_map: bool = False,
+        affine_matrix: Tensor | None = None,
     ) -> tuple[NetOutput, Tensor | None]:
         """Affine stage (if any) then K refinement steps; returns the net output and the
-        affine matrices (or None)."""
-        init, init_fwd, matrix = self.affine_maps(source, target, spacing, forward_map)
+        affine matrices (or None). ``affine_matrix`` ``(B, D, D + 1)`` (pull-back ``[A | b]`` on
+        domain coordinates, as :func:`~rdmm_lightning.ops.affine.affine_to_map` takes it)
+        replaces the affine stage's output (e.g. affine-opt's; the identity skips the stage)."""
+        if affine_matrix is None:
+            init, init_fwd, matrix = self.affine_maps(source, target, spacing, forward_map)
+        else:
+            check_affine(affine_matrix, "affine_matrix", batch=source.shape[0], dim=self.dim)
+            matrix = affine_matrix.to(dtype=source.dtype, device=source.device)
+            init, init_fwd, _ = _matrix_maps(matrix, tuple(source.shape[2:]), spacing, forward_map)
         steps = self.num_steps if num_steps is None else int(num_steps)
         out = self.net(
             source, target, spacing, num_steps=steps, initial_map=init,
@@ -298,6 +313,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         *,
         spacing: Sequence[float] | None = None,
         forward_map: bool = True,
+        affine_matrix: Tensor | None = None,
     ) -> RegistrationResult:
         """Register ``source`` to ``target`` ``(B, 1, *S)`` in [0, 1] (any size).
 
@@ -309,11 +325,14 @@ class RegistrationNetModule(RegistrationModuleBase):
             forward_map: also integrate the forward map ``phi`` (needed for the inverse
                 displacement; without it ``phi`` is None and RDMM ``sigma_t0`` stays in the
                 frame of the last step).
+            affine_matrix: ``(B, D, D + 1)`` affine pull-back on domain coordinates that
+                replaces the affine stage (e.g. from affine-opt; see :meth:`forward`).
 
         Returns:
             :class:`RegistrationResult` on the input grid with ``phi_inv``, ``phi``, ``warped``,
-            ``affine`` (if an affine stage exists), RDMM ``sigma_t0``/``sigma_t1`` and
-            ``extras`` ``m0``/``h0`` (last step, low grid), ``num_steps``, ``refine_steps``.
+            ``affine`` (the affine stage's or ``affine_matrix``, if any), RDMM
+            ``sigma_t0``/``sigma_t1`` and ``extras`` ``m0``/``h0`` (last step, low grid),
+            ``num_steps``, ``refine_steps``.
         """
         start = time.perf_counter()
         self.check_images(source, target)
@@ -324,7 +343,9 @@ class RegistrationNetModule(RegistrationModuleBase):
         self.eval()
         try:
             with torch.no_grad():
-                out, matrix = self(source, target, spacing, num_steps, forward_map=forward_map)
+                out, matrix = self(
+                    source, target, spacing, num_steps, forward_map, affine_matrix=affine_matrix
+                )
             history: list[dict[str, Any]] = []
             if refine_steps > 0:
                 out, history = refine_last_step(self, source, target, spacing, out, refine_steps)
@@ -362,3 +383,13 @@ class RegistrationNetModule(RegistrationModuleBase):
 
 def _exists(path: str) -> bool:
     return os.path.isfile(os.fspath(path))
+
+
+def _matrix_maps(
+    matrix: Tensor, shape: Sequence[int], spacing: Sequence[float], forward: bool
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """``(A map, A^{-1} map or None, matrix)`` of ``(B, D, D + 1)`` matrices on the grid
+    ``shape`` (maps ``(B, D, *S)``)."""
+    initial = affine_to_map(matrix, shape, spacing)
+    inverse = affine_to_map(invert_affine(matrix), shape, spacing) if forward else None
+    return initial, inverse, matrix

@@ -94,6 +94,7 @@ def _checkpoint_registrar(
     refine_steps: int,
     device: str | None,
     threads: int | None = None,
+    affine: str | None = None,
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Load the checkpoint once (options checked); returns the per-pair function
     (:func:`~.run.infer`), the model name and the options recorded in ``summary.json``."""
@@ -101,7 +102,12 @@ def _checkpoint_registrar(
     from .run import infer
 
     network = load_network(
-        checkpoint, num_steps=num_steps, refine_steps=refine_steps, device=device, threads=threads
+        checkpoint,
+        num_steps=num_steps,
+        refine_steps=refine_steps,
+        device=device,
+        threads=threads,
+        affine=affine,
     )
     trained = network.module.num_steps if num_steps is None else num_steps
 
@@ -140,7 +146,7 @@ def _optimiser_registrar(
 
 
 PAIRWISE_ONLY = ("max_time", "config", "overrides")
-CHECKPOINT_ONLY = ("num_steps", "refine_steps")
+CHECKPOINT_ONLY = ("num_steps", "refine_steps", "affine")
 
 
 def check_evaluate_options(checkpoint: Any, model: Any, given: Mapping[str, Any]) -> None:
@@ -410,6 +416,7 @@ def evaluate_pairs(
     progress: bool = True,
     threads: int | None = None,
     resume: bool = False,
+    affine: str | None = None,
 ) -> Evaluation:
     """Register every pair of ``pairs_csv`` and write ``out_dir`` (see the module docstring).
 
@@ -431,6 +438,8 @@ def evaluate_pairs(
             per pair by :func:`rdmm_lightning.runtime.choose_num_threads`).
         resume: keep the pairs an earlier run into ``out_dir`` finished with the same options
             (see the module docstring); the results are those of an uninterrupted run.
+        affine: the affine stage before a deformable network, ``"net"``, ``"opt"`` or
+            ``"none"`` (checkpoint only; as ``rdmm infer --affine``).
 
     Returns:
         :class:`Evaluation` with the ``results.csv`` rows and the ``summary.json`` dict.
@@ -442,14 +451,14 @@ def evaluate_pairs(
     """
     overrides = list(overrides)
     given = {"max_time": max_time, "config": config, "overrides": overrides or None}
-    given.update(num_steps=num_steps, refine_steps=refine_steps)
+    given.update(num_steps=num_steps, refine_steps=refine_steps, affine=affine)
     check_evaluate_options(checkpoint, model, given)
     csv_name = os.fspath(pairs_csv)
     out = check_output_dir(out_dir)
     pairs = read_pairs_csv(csv_name)
     if checkpoint is not None:
         run, model_name, cfg = _checkpoint_registrar(
-            checkpoint, num_steps, refine_steps or 0, device, threads
+            checkpoint, num_steps, refine_steps or 0, device, threads, affine
         )
     else:
         run, model_name, cfg = _optimiser_registrar(

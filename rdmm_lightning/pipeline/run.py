@@ -267,16 +267,23 @@ def infer_files(
     refine_steps: int = 0,
     device: str | None = "auto",
     threads: int | None = None,
+    affine: str | None = None,
 ) -> dict[str, Any]:
     """``rdmm infer``: register two image files with a checkpoint and write ``out``; returns the
-    metrics. Options as for :func:`~.network.load_network`.
+    metrics. Options as for :func:`~.network.load_network` (``affine``: the affine stage,
+    ``"net"``, ``"opt"`` or ``"none"``; default ``"net"`` when the checkpoint has one).
 
     Raises:
         ValueError: one line for every user error (checkpoint, inputs, options; bad options as
             :class:`~.config.OptionError`); nothing is written then.
     """
     network = load_network(
-        checkpoint, num_steps=num_steps, refine_steps=refine_steps, device=device, threads=threads
+        checkpoint,
+        num_steps=num_steps,
+        refine_steps=refine_steps,
+        device=device,
+        threads=threads,
+        affine=affine,
     )
     result = infer(
         network, source, target, out_dir=out, source_label=source_label, target_label=target_label
