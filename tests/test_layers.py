@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "rdmm_lightning"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "options", "result", "runtime"),  # leaves: import nothing of the package
+    ("_version", "options", "result", "runtime", "presets"),  # leaves: import nothing of ours
     ("ops",),  # tensor maths
     ("grid",),  # the Grid: shape, index <-> world, domain spacing
-    ("shooting", "losses", "metrics", "io"),
+    ("shooting", "losses", "metrics", "io", "pretrained"),  # pretrained: model cards, no torch
     ("optimize", "nets", "viz", "synthetic"),
     ("models", "datamodules"),  # Lightning modules and data
     ("pipeline", "training"),  # orchestration: register/infer/evaluate, the training app

@@ -18,12 +18,14 @@ from rdmm_lightning.nets import RegistrationNet
 from rdmm_lightning.nets.heads import PreWeightNet
 from rdmm_lightning.options import (
     AffineInit,
+    AffineStage,
     Coordinates,
     HMode,
     IntensityNormalization,
     LocalKernel,
     Model,
     NetInput,
+    Preset,
     PreWeightActivation,
     RefineOptimizer,
     Regularizer,
@@ -55,6 +57,8 @@ EXPECTED = {
     LocalKernel: ("box", "gaussian"),
     Coordinates: ("lps", "ras"),
     Side: ("left", "right"),
+    AffineStage: ("net", "opt", "none"),
+    Preset: ("brain", "lung", "knee", "synthetic"),
 }
 
 

@@ -2,9 +2,10 @@
 
 ``rdmm register SOURCE TARGET --out DIR [--model affine|svf|lddmm|rdmm] [--source-label F]
 [--target-label F] [--similarity lncc|mk-lncc|ncc|ssd|mi] [--regularizer optimized|predefined
---region-mask F] [--max-time S] [--strict] [--config F] [--device auto|cpu|cuda[:N]]
-[--threads N] [key=value ...]``; ANTs' names work too: ``--moving SOURCE --fixed TARGET``
-(moving = source, fixed = target; :func:`add_image_arguments`, shared with ``rdmm infer``).
+--region-mask F] [--max-time S] [--strict] [--preset NAME] [--config F] [--print-config]
+[--device auto|cpu|cuda[:N]] [--threads N] [key=value ...]``; ANTs' names work too: ``--moving
+SOURCE --fixed TARGET`` (moving = source, fixed = target; :func:`add_image_arguments`, shared
+with ``rdmm infer``).
 
 ``--max-time`` bounds the whole command, from the start of ``rdmm``'s ``main`` to the last
 file written. Exit codes: 0 done; 2 a user error (one line, nothing written); 3 (:data:`INCOMPLETE`)
@@ -13,9 +14,11 @@ the deformable stage ran 0 iterations, so the outputs are the affine registratio
 any stage stopped early (time limit, non-finite values): :func:`exit_status`.
 
 Writes the output files (docs/architecture.md) into ``DIR`` (all or nothing). Options are
-resolved as defaults < ``--config`` YAML < flags < ``key=value`` overrides (see
-:mod:`rdmm_lightning.pipeline.config` for the keys); the work is
-:func:`rdmm_lightning.pipeline.run.register_files`.
+resolved as defaults < ``--preset`` < ``--config`` YAML < flags < ``key=value`` overrides (see
+:mod:`rdmm_lightning.pipeline.config` for the keys; ``--preset NAME`` is the option ``preset``,
+passed as the first override ``preset=NAME``); the work is
+:func:`rdmm_lightning.pipeline.run.register_files`. ``--print-config`` prints the resolved options
+as YAML and exits 0 without reading an image or writing anything (:func:`print_config`).
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ import sys
 import warnings
 
 from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option, user_error
-from rdmm_lightning.options import Model, Regularizer, Similarity, values
+from rdmm_lightning.options import Model, Preset, Regularizer, Similarity, values
 
 __all__ = [
     "INCOMPLETE",
+    "add_config_options",
     "add_image_arguments",
     "add_parser",
     "add_strict_option",
     "exit_status",
     "image_arguments",
+    "print_config",
+    "with_preset",
 ]
 
 INCOMPLETE = 3
@@ -44,7 +50,16 @@ key=value overrides (OmegaConf dot-list syntax), for example:
   iterations=[30,20,10] scales=[0.25,0.5,1.0] sigmas=[0.02,0.04,0.06,0.08] energy_weight=0.5
   solver.num_steps=20 similarity_kwargs.window=7 affine=false affine_options.iterations=50
   spacing_mode=physical working_shape=[96,96,96] region.inside=[0.1,0.4,0.5,0]
-Precedence: defaults < --config < flags < key=value. Unknown keys are errors."""
+Precedence: defaults < --preset < --config < flags < key=value. Unknown keys are errors."""
+
+
+def _presets_help() -> str:
+    """One line per preset: its name and the first line of its YAML file."""
+    from rdmm_lightning.presets import preset_summary
+
+    lines = ["presets (--preset NAME; settings in rdmm_lightning/presets/NAME.yaml):"]
+    lines += [f"  {name:<10} {preset_summary(name)}" for name in values(Preset)]
+    return "\n".join(lines)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,11 +72,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Register SOURCE to TARGET (affine, then vSVF/LDDMM/RDMM) and write the "
         "warped images, ITK displacement fields and transforms (affine.mat, composite.h5), "
         "det J, sigma(x), metrics.json and overview.png into --out.",
-        epilog=EPILOG,
+        epilog=f"{_presets_help()}\n\n{EPILOG}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_image_arguments(parser, overrides=True)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", metavar="DIR", help="output folder (required)")
     parser.add_argument("--model", choices=values(Model), help="default rdmm")
     parser.add_argument("--source-label", metavar="F", help="source label map (for Dice)")
     parser.add_argument("--target-label", metavar="F", help="target label map (for Dice)")
@@ -79,10 +94,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="wall-clock limit (s) of the whole command, split across stages and scales",
     )
     add_strict_option(parser)
-    parser.add_argument("--config", metavar="F", help="YAML file of options")
+    add_config_options(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=_run)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """``--preset NAME``, ``--config F`` and ``--print-config`` (``args.preset``, ``args.config``,
+    ``args.print_config``); the preset name is checked with the other options
+    (:func:`with_preset`), so that a wrong one is a one-line error."""
+    parser.add_argument(
+        "--preset",
+        metavar="|".join(values(Preset)),
+        help="named settings for an anatomy (`rdmm register --help` lists them); --config, "
+        "flags and key=value override them",
+    )
+    parser.add_argument("--config", metavar="F", help="YAML file of options")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved options as YAML and exit (reads no image, writes nothing)",
+    )
+
+
+def with_preset(preset: str | None, overrides: list[str]) -> list[str]:
+    """The ``key=value`` overrides with ``--preset NAME`` first, as ``preset=NAME`` (a later
+    ``preset=...`` wins, as key=value wins over flags)."""
+    return overrides if preset is None else [f"preset={preset}", *overrides]
+
+
+def print_config(config: str | None, overrides: list[str], explicit: dict) -> int:
+    """``--print-config``: resolve the options as a registration would (every check included),
+    print them as YAML on stdout; 0, or a one-line :class:`CLIError`."""
+    from rdmm_lightning.pipeline.config import config_yaml, resolve_register_config
+
+    try:
+        cfg = resolve_register_config(config, overrides, explicit)
+    except ValueError as exc:
+        raise user_error(exc) from exc
+    print(config_yaml(cfg), end="")
+    return 0
 
 
 def add_strict_option(parser: argparse.ArgumentParser) -> None:
@@ -175,10 +227,33 @@ def _collect_trailing_overrides(parser: argparse.ArgumentParser, dest: str = "ov
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
+def _flags(args: argparse.Namespace) -> dict:
+    """The options the flags set (None: not given), keyed as in the config."""
+    keys = ("model", "similarity", "regularizer", "region_mask", "max_time", "device", "threads")
+    return {key: getattr(args, key) for key in keys}
+
+
+def _override_words(args: argparse.Namespace) -> list[str]:
+    """``--print-config``: the ``key=value`` words, after the images if any are given."""
+    words = list(args.words)
+    if args.moving is None and args.fixed is None:
+        images = 0
+        while images < min(2, len(words)) and "=" not in words[images]:
+            images += 1
+        words = words[images:]
+    return words
+
+
 def _run(args: argparse.Namespace) -> int:
     from rdmm_lightning.pipeline.run import IncompleteRegistration, register_files
 
+    if args.print_config:
+        return print_config(
+            args.config, with_preset(args.preset, _override_words(args)), _flags(args)
+        )
     source, target, overrides = image_arguments(args, overrides=True)
+    if args.out is None:
+        raise CLIError("--out DIR is required (the output folder)")
     try:
         with warnings.catch_warnings():  # said once, below, as a WARNING line
             warnings.simplefilter("ignore", IncompleteRegistration)
@@ -186,19 +261,13 @@ def _run(args: argparse.Namespace) -> int:
                 source,
                 target,
                 args.out,
-                model=args.model,
                 source_label=args.source_label,
                 target_label=args.target_label,
-                similarity=args.similarity,
-                regularizer=args.regularizer,
-                region_mask=args.region_mask,
-                max_time=args.max_time,
-                device=args.device,
-                threads=args.threads,
                 config=args.config,
-                overrides=overrides,
+                overrides=with_preset(args.preset, overrides),
                 progress=True,
                 started=getattr(args, "started", None),
+                **_flags(args),
             )
     except ValueError as exc:
         raise user_error(exc) from exc

@@ -1,13 +1,18 @@
-"""Options of ``rdmm register``: defaults, a YAML file, command-line flags and ``key=value``
-overrides, merged with OmegaConf (later sources win) and checked against one schema.
+"""Options of ``rdmm register``: defaults, a named preset, a YAML file, command-line flags and
+``key=value`` overrides, merged with OmegaConf (later sources win) and checked against one schema.
+
+A preset (``preset``: :class:`~rdmm_lightning.options.Preset`, the YAML package data of
+:mod:`rdmm_lightning.presets`) is named by any source (``--preset``, ``preset: brain`` in a config
+file, ``preset=brain``; the last one wins) and always layers just above the defaults:
+defaults < preset < config < flags < overrides (:func:`resolve_register_config`).
 
 The schema's defaults come from the optimisers' own signatures and default constants
 (:mod:`rdmm_lightning.optimize`), so they are written down once. Top-level keys:
 
-* pipeline: ``model``, ``similarity``, ``similarity_kwargs`` (free mapping), ``regularizer``,
-  ``region_mask``, ``region`` (``inside``/``outside`` ``h^2`` of the predefined regularizer),
-  ``max_time``, ``device`` (``auto``: CUDA when available, else ``cpu``; resolved here),
-  ``threads`` (None: automatic, see :func:`rdmm_lightning.runtime.choose_num_threads`),
+* pipeline: ``preset``, ``model``, ``similarity``, ``similarity_kwargs`` (free mapping),
+  ``regularizer``, ``region_mask``, ``region`` (``inside``/``outside`` ``h^2`` of the predefined
+  regularizer), ``max_time``, ``device`` (``auto``: CUDA when available, else ``cpu``; resolved
+  here), ``threads`` (None: automatic, see :func:`rdmm_lightning.runtime.choose_num_threads`),
   ``spacing_mode``, ``normalize``, ``working_shape``, ``affine``;
 * ``affine_options``: keyword arguments of :func:`rdmm_lightning.optimize.optimize_affine`
   (``lbfgs`` as a mapping);
@@ -35,6 +40,7 @@ from typing import Any
 from ..options import (
     IntensityNormalization,
     Model,
+    Preset,
     Regularizer,
     Similarity,
     SpacingMode,
@@ -48,7 +54,9 @@ __all__ = [
     "PIPELINE_KEYS",
     "REGISTER_DEFAULTS",
     "OptionError",
+    "config_yaml",
     "default_register_config",
+    "load_preset",
     "optimizer_arguments",
     "resolve_register_config",
 ]
@@ -76,6 +84,7 @@ LUNG_REGION: dict[str, list[float]] = {
 """The paper's lung setting of the predefined regularizer (``h^2`` inside/outside the mask)."""
 
 REGISTER_DEFAULTS: dict[str, Any] = {
+    "preset": None,
     "model": "rdmm",
     "similarity": "lncc",
     "similarity_kwargs": {},
@@ -110,7 +119,10 @@ _OPEN = {"similarity_kwargs", "affine_options.similarity_kwargs"}
 
 
 def _plain(value: Any) -> Any:
-    """Defaults as plain YAML values (tuples -> lists, dataclasses -> dicts)."""
+    """Defaults as plain YAML values (tuples -> lists, dataclasses -> dicts, option enums ->
+    their strings)."""
+    if isinstance(value, StrOption):
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, (tuple, list)):
@@ -284,17 +296,19 @@ def resolve_register_config(
     overrides: Iterable[str] = (),
     explicit: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Merge defaults < ``config`` (YAML file or mapping) < ``explicit`` (flags and keyword
-    arguments; None values are skipped; dotted keys allowed) < ``overrides`` (``key=value``).
+    """Merge defaults < the preset < ``config`` (YAML file or mapping) < ``explicit`` (flags and
+    keyword arguments; None values are skipped; dotted keys allowed) < ``overrides``
+    (``key=value``). The preset is the ``preset`` key of the last of these sources that sets it.
 
     Returns the resolved plain dict, with model-dependent defaults filled in (the sigma stack,
-    kernel weights, initial pre-weights). Raises ValueError (one line) for unknown keys, values
-    of the wrong kind and invalid choices.
+    kernel weights, initial pre-weights) and ``preset`` the preset's name (or None). Raises
+    ValueError (one line) for unknown keys or presets, values of the wrong kind and invalid
+    choices.
     """
     from omegaconf import OmegaConf
 
     defaults = default_register_config()
-    layers: list[dict[str, Any]] = [defaults]
+    layers: list[dict[str, Any]] = []
     if config is not None:
         if isinstance(config, Mapping):
             data, origin = _plain(dict(config)), "in config"
@@ -311,8 +325,36 @@ def resolve_register_config(
         data = _parse_overrides(items)
         _check_against(defaults, data, "override")
         layers.append(data)
-    merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+    name = next((layer["preset"] for layer in reversed(layers) if "preset" in layer), None)
+    preset = [] if name is None else [load_preset(name)]
+    merged = OmegaConf.to_container(OmegaConf.merge(defaults, *preset, *layers), resolve=True)
+    merged["preset"] = None if name is None else str(name)
     return _finalize(merged)
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The options of the preset ``name`` (:class:`~rdmm_lightning.options.Preset`), checked
+    against the schema; one-line ValueError for an unknown name."""
+    from omegaconf import OmegaConf
+
+    from ..presets import preset_text
+
+    if name not in values(Preset):
+        raise ValueError(f"unknown preset {name!r}; the presets are {', '.join(values(Preset))}")
+    origin = f"in preset {name!s}"
+    data = OmegaConf.to_container(OmegaConf.create(preset_text(str(name))), resolve=False)
+    if not isinstance(data, dict) or "preset" in data:
+        raise ValueError(f"preset {name!s} must be a mapping of options other than 'preset'")
+    defaults = default_register_config()
+    _check_against(defaults, data, origin)
+    return data
+
+
+def config_yaml(cfg: Mapping[str, Any]) -> str:
+    """A resolved config as YAML text (keys in schema order), a valid ``--config`` file."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(_plain(dict(cfg))))
 
 
 def _finalize(cfg: dict[str, Any]) -> dict[str, Any]:
