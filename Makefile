@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: setup run demo test test-fast lint bench
+.PHONY: setup run demo test test-fast docs-check lint bench
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0 || $(PIP) install "torch>=2.2"
@@ -22,6 +22,11 @@ test: setup
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -ra -m "not slow"
+
+# Run every command of the README's shell blocks, shortened where they train or register
+# (tools/docs_check.py, where a table says how each is run; CI: tests/test_readme_commands.py).
+docs-check: setup
+	$(PYTHON) tools/docs_check.py
 
 lint:
 	ruff check rdmm_lightning datamodules tests benchmarks train.py
