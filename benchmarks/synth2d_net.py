@@ -3,7 +3,7 @@
     python benchmarks/synth2d_net.py [--models svf,lddmm,rdmm] [--max-minutes 15] [--threads 2]
         [--size 128] [--train-pairs 200] [--test-pairs 20] [--solver-steps 5] [--lr 1e-3]
         [--net-input low] [--out checkpoints/synth2d_net] [--no-affine] [--with-opt]
-        [--set rdmm.omt_weight=0.2 ...]
+        [--set rdmm.omt_weight=0.2 ...] [--checkpoint rdmm=PATH ...] [--num-steps K]
 
 Training pairs are ``generate_synth2d_pair(pair_seed(--train-seed, i), size)`` (each also used
 reversed); held-out pairs are those of ``benchmarks/synth2d_opt.py`` (seed 2018, pairs 0..N-1),
@@ -15,6 +15,12 @@ objects (source labels warped with nearest neighbour), negative-Jacobian voxels 
 baseline is affine-opt (:func:`rdmm_lightning.optimize.optimize_affine`). Writes checkpoints,
 CSV logs, validation figures and ``rdmm_sigma_t0.png`` (the learned sigma(x) at t = 0) to
 ``--out``, and prints a markdown table.
+
+``--checkpoint MODEL=PATH`` evaluates a trained checkpoint (e.g. of ``python train.py
+experiment=synth2d_rdmm_net``) instead of training that model; ``--num-steps K`` sets the
+network passes at test time (default: as trained). The inverse consistency error (ICE) is the
+mean over pixels of ``|phi_st^{-1}(phi_ts^{-1}(x)) - x|`` in pixels, with both directions of each
+pair registered (:func:`rdmm_lightning.metrics.inverse_consistency_error`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
-from rdmm_lightning.metrics import fold_statistics, jacobian_determinant, mean_dice
+from rdmm_lightning.metrics import (
+    fold_statistics,
+    inverse_consistency_error,
+    jacobian_determinant,
+    mean_dice,
+)
 from rdmm_lightning.models import RegistrationNetModule
 from rdmm_lightning.ops.warp import warp_labels
 from rdmm_lightning.options import Model, NetInput, values
@@ -132,22 +143,28 @@ def _dice(phi_inv: torch.Tensor, spacing, item: dict[str, torch.Tensor]) -> floa
     return float(mean_dice(warped, item["target_label"][None])[0])
 
 
-def evaluate(module: RegistrationNetModule, items: list[dict[str, torch.Tensor]]):
-    """Per-pair Dice, negative-Jacobian voxels, folds and inference ms; plus the results."""
+def evaluate(
+    module: RegistrationNetModule, items: list[dict[str, torch.Tensor]], num_steps: int | None
+):
+    """Per-pair Dice, negative-Jacobian voxels, folds, inverse consistency error (both
+    directions registered) and inference ms (source -> target); plus the results."""
     rows, results = [], []
     module.eval()
-    module.predict(items[0]["source"][None], items[0]["target"][None])  # warm-up
+    module.predict(items[0]["source"][None], items[0]["target"][None], num_steps)  # warm-up
     for item in items:
         src, tgt = item["source"][None], item["target"][None]
         start = time.perf_counter()
-        res = module.predict(src, tgt)
+        res = module.predict(src, tgt, num_steps)
         ms = 1000 * (time.perf_counter() - start)
+        back = module.predict(tgt, src, num_steps, forward_map=False)
         stats = fold_statistics(jacobian_determinant(res.phi_inv, res.spacing))
+        ice = inverse_consistency_error(res.phi_inv, back.phi_inv, res.spacing)
         rows.append(
             {
                 "dice": _dice(res.phi_inv, res.spacing, item),
                 "neg": float(stats["negative_jacobian_voxels"][0]),
                 "folds": float(stats["folds"][0]),
+                "ice": float(ice[0]),
                 "ms": ms,
             }
         )
@@ -220,10 +237,11 @@ def sigma_figure(items, results, sigmas, path: Path, rows: int = 3) -> str:
 def _row(name: str, rows: list[dict[str, float]], extra: str = "") -> str:
     dice = [r["dice"] for r in rows]
     sd = statistics.pstdev(dice) if len(dice) > 1 else 0.0
+    ice = f"{statistics.mean(r['ice'] for r in rows):.3f}" if "ice" in rows[0] else "-"
     return (
         f"| {name} | {statistics.mean(dice):.4f} ± {sd:.4f} | {min(dice):.4f} | "
         f"{statistics.mean(r['neg'] for r in rows):.1f} | "
-        f"{statistics.mean(r['folds'] for r in rows):.3g} | "
+        f"{statistics.mean(r['folds'] for r in rows):.3g} | {ice} | "
         f"{statistics.median(r['ms'] for r in rows):.1f} | {extra} |"
     )
 
@@ -250,7 +268,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-affine", action="store_true", help="skip the affine-opt baseline")
     p.add_argument("--with-opt", action="store_true", help="also run svf/lddmm/rdmm-opt")
     p.add_argument("--set", action="append", default=[], help="model.key=value hyper-parameter")
+    p.add_argument(
+        "--checkpoint", action="append", default=[], help="MODEL=PATH: evaluate, do not train"
+    )
+    p.add_argument("--num-steps", type=int, default=None, help="network passes K at test time")
     return p.parse_args(argv)
+
+
+def _parse_checkpoints(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        model, _, path = item.partition("=")
+        if model not in MODELS or not path:
+            raise SystemExit(f"--checkpoint expects MODEL=PATH with MODEL in {MODELS}; got {item}")
+        out[model] = path
+    return out
+
+
+def _load(path: str) -> tuple[RegistrationNetModule, str]:
+    """A trained checkpoint and its training column (epochs and steps it was trained for)."""
+    from rdmm_lightning.models import load_registration_checkpoint
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    module = load_registration_checkpoint(path)
+    return module, f"{path}: epoch {ckpt.get('epoch')}, {ckpt.get('global_step')} steps"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,14 +319,20 @@ def main(argv: list[str] | None = None) -> None:
     table.append(_row("identity", identity))
     if not args.no_affine:
         table.append(_row("affine-opt (affine alone)", affine_rows(test_items)))
+    checkpoints = _parse_checkpoints(args.checkpoint)
     for model in models:
-        module, seconds, steps = train(
-            model, args, SynthPairs(train_pairs), SynthPairs(val_pairs, False),
-            overrides.get(model, {}),
-        )  # fmt: skip
-        rows, results = evaluate(module, test_items)
-        table.append(_row(f"{model}-net", rows, f"{seconds / 60:.1f} min, {steps} steps"))
-        print(f"{model}-net trained {seconds:.0f} s ({steps} steps)", file=sys.stderr)
+        if model in checkpoints:
+            module, trained = _load(checkpoints[model])
+        else:
+            module, seconds, steps = train(
+                model, args, SynthPairs(train_pairs), SynthPairs(val_pairs, False),
+                overrides.get(model, {}),
+            )  # fmt: skip
+            trained = f"{seconds / 60:.1f} min, {steps} steps"
+            print(f"{model}-net trained {seconds:.0f} s ({steps} steps)", file=sys.stderr)
+        rows, results = evaluate(module, test_items, args.num_steps)
+        k = module.num_steps if args.num_steps is None else args.num_steps
+        table.append(_row(f"{model}-net (K={k})", rows, trained))
         if model == "rdmm":
             out = Path(args.out) / "rdmm_sigma_t0.png"
             path = sigma_figure(test_items, results, module.net.sigmas, out)
@@ -295,15 +342,15 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nsynth2d {args.size}x{args.size}: {args.train_pairs} training pairs (x2 reversed), "
         f"{args.test_pairs} held-out pairs (seed {args.test_seed}), {args.threads} thread(s), "
-        f"rk4 {args.solver_steps} steps, net input {args.net_input}, K=1"
+        f"rk4 {args.solver_steps} steps, net input {args.net_input}"
     )
     if overrides:
         print(f"overrides: {overrides}")
     print(
-        "\n| method | mean Dice ± sd | min Dice | neg. det J voxels | folds | median ms/pair "
-        "| training |"
+        "\n| method | mean Dice ± sd | min Dice | neg. det J voxels | folds | ICE (px) "
+        "| median ms/pair | training |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
 
 

@@ -1,9 +1,12 @@
 """Callbacks every training run gets: the config in each checkpoint, per-step seeds (so resumed
-runs draw the same random numbers), and the best/last checkpoints of the run folder."""
+runs draw the same random numbers), and the best/last checkpoints of the run folder; and
+:class:`ElapsedTime` (in ``configs/callbacks/default.yaml``), the training wall time in the logs
+so that learning curves can be drawn against time as well as steps."""
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,49 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from .compose import CONFIG_KEY, OVERRIDES_KEY
 from .schema import CheckpointConfig
 
-__all__ = ["BestCheckpoint", "ConfigSnapshot", "StepSeeds", "checkpoint_callbacks"]
+__all__ = [
+    "BestCheckpoint",
+    "ConfigSnapshot",
+    "ElapsedTime",
+    "StepSeeds",
+    "checkpoint_callbacks",
+]
+
+
+class ElapsedTime(Callback):
+    """Logs ``time/elapsed_min``: wall minutes of training (validation included) since the run
+    started, summed over resumed sessions (kept in the checkpoint), at the end of every training
+    and validation epoch."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # minutes of earlier sessions (from a resumed checkpoint)
+        self.started: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def minutes(self) -> float:
+        """Minutes of training so far, this session included."""
+        now = 0.0 if self.started is None else (time.perf_counter() - self.started) / 60.0
+        return self.before + now
+
+    def _log(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics({"time/elapsed_min": self.minutes()}, step=trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(trainer)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"minutes": self.minutes()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("minutes", 0.0))
 
 
 class ConfigSnapshot(Callback):
