@@ -49,7 +49,7 @@ def test_print_config_is_the_resolved_yaml_and_writes_nothing(tmp_path, capsys):
     )
     assert cfg == expected
     assert cfg["preset"] == "knee" and cfg["similarity"] == "lncc" and cfg["energy_weight"] == 3
-    assert cfg["omt_weight"] == load_preset("knee")["omt_weight"]  # from the preset
+    assert cfg["spacing_mode"] == load_preset("knee")["spacing_mode"] == "physical"  # preset
     assert list(tmp_path.iterdir()) == []  # no output folder, no file
     # the printed YAML is a --config file that resolves to itself
     config = tmp_path / "printed.yaml"
