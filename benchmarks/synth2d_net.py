@@ -269,7 +269,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--with-opt", action="store_true", help="also run svf/lddmm/rdmm-opt")
     p.add_argument("--set", action="append", default=[], help="model.key=value hyper-parameter")
     p.add_argument(
-        "--checkpoint", action="append", default=[], help="MODEL=PATH: evaluate, do not train"
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="MODEL=PATH or MODEL=NAME (a shipped model): evaluate, do not train",
     )
     p.add_argument("--num-steps", type=int, default=None, help="network passes K at test time")
     return p.parse_args(argv)
@@ -288,7 +291,9 @@ def _parse_checkpoints(items: list[str]) -> dict[str, str]:
 def _load(path: str) -> tuple[RegistrationNetModule, str]:
     """A trained checkpoint and its training column (epochs and steps it was trained for)."""
     from rdmm_lightning.models import load_registration_checkpoint
+    from rdmm_lightning.pretrained import resolve_checkpoint
 
+    path = str(resolve_checkpoint(path))  # a file, or a shipped model's name
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     module = load_registration_checkpoint(path)
     return module, f"{path}: epoch {ckpt.get('epoch')}, {ckpt.get('global_step')} steps"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,6 +36,7 @@ from rdmm_lightning.pipeline.run import register_files
 from rdmm_lightning.presets import preset_summary, preset_text
 from rdmm_lightning.synthetic.synth3d import generate_knee_phantom
 from tests.pipeline.helpers import write_pair
+from tests.wheel import build_wheel
 
 PRESETS = values(Preset)
 REPO = Path(__file__).resolve().parents[2]
@@ -227,20 +227,7 @@ def test_preset_files_come_from_importlib_resources():
 @pytest.mark.slow
 def test_presets_ship_in_a_built_wheel(tmp_path):
     """A plain wheel holds the files, and the installed package finds them from any folder."""
-    src = tmp_path / "src"  # a copy, so that building leaves nothing in the repository
-    src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md", "configs", "rdmm_lightning",
-                 "datamodules"):  # fmt: skip
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(REPO / name, src / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(src)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    wheel = build_wheel(tmp_path)
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("rdmm_lightning/pre")}
     assert {f"rdmm_lightning/presets/{name}.yaml" for name in PRESETS} <= shipped
     site = tmp_path / "site"

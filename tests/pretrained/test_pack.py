@@ -28,7 +28,8 @@ from rdmm_lightning.models.pack import pack_checkpoint
 from rdmm_lightning.pretrained import MODELS_DIR_VAR, list_models, model_card
 from rdmm_lightning.training import train
 from tests.models.helpers import make_module, trainer
-from tests.training.helpers import REPO, tiny_overrides
+from tests.training.helpers import tiny_overrides
+from tests.wheel import build_wheel
 
 CARD = {
     "summary": "tiny synthetic 2D RDMM-net (test)",
@@ -206,21 +207,13 @@ def test_a_built_wheel_ships_the_models(registry, trained, tmp_path, monkeypatch
     repository with the packed model added lists it and registers a pair with it by name, from
     another folder, without RDMM_MODELS_DIR."""
     monkeypatch.delenv(MODELS_DIR_VAR, raising=False)
-    src = tmp_path / "src"  # a copy: building leaves nothing in the repository
-    src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    for name in ("configs", "rdmm_lightning", "datamodules"):
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    models = src / "rdmm_lightning" / "pretrained" / "models"
-    for suffix in (".ckpt", ".yaml"):
-        shutil.copy2(registry / f"tiny-2d{suffix}", models / f"tiny-2d{suffix}")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(src)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
+
+    def add_model(src):
+        models = src / "rdmm_lightning" / "pretrained" / "models"
+        for suffix in (".ckpt", ".yaml"):
+            shutil.copy2(registry / f"tiny-2d{suffix}", models / f"tiny-2d{suffix}")
+
+    wheel = build_wheel(tmp_path, add_model)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert (site / "rdmm_lightning" / "pretrained" / "models" / "tiny-2d.ckpt").is_file()

@@ -4,33 +4,19 @@ runs from any folder."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
-from .helpers import REPO, tiny_overrides
-
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "configs", "rdmm_lightning", "datamodules")
+from ..wheel import build_wheel
+from .helpers import tiny_overrides
 
 
 @pytest.mark.slow
 def test_training_from_a_built_wheel(tmp_path):
-    src = tmp_path / "src"  # a copy, so that building leaves nothing in the repository
-    src.mkdir()
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(REPO / name, src / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(src)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    wheel = build_wheel(tmp_path)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     configs = site / "rdmm_lightning" / "configs"
