@@ -29,8 +29,8 @@ docs-check: setup
 	$(PYTHON) tools/docs_check.py
 
 lint:
-	ruff check rdmm_lightning datamodules tests benchmarks train.py
-	ruff format --check rdmm_lightning datamodules tests benchmarks train.py
+	ruff check rdmm_lightning datamodules tests benchmarks train.py tools
+	ruff format --check rdmm_lightning datamodules tests benchmarks train.py tools
 
 bench:
 	$(PYTHON) benchmarks/shooting.py
