@@ -1,4 +1,5 @@
-"""Losses: image similarities (SSD, NCC, LNCC, mk-LNCC, MI), shooting energy, OMT, symmetry.
+"""Losses: image similarities (SSD, NCC, LNCC, mk-LNCC, MI), shooting energy, OMT, symmetry,
+label overlap (:mod:`.labels`).
 
 Pure functions in :mod:`.similarity` and :mod:`.regularizers`, windowed sums in
 :mod:`.local_sums`, ``nn.Module`` wrappers and :func:`similarity_from_name` in :mod:`.modules`,
@@ -6,6 +7,7 @@ the registration loss (terms and weighted total) in :mod:`.compose`.
 """
 
 from .compose import registration_terms, weighted_total
+from .labels import label_probabilities, label_values, soft_dice_loss, warped_label_dice_loss
 from .local_sums import box_sum, gaussian_sum, local_sum
 from .modules import (
     SIMILARITY_NAMES,
@@ -55,6 +57,10 @@ __all__ = [
     "weight_range_penalty",
     "affine_symmetry_loss",
     "map_symmetry_loss",
+    "label_values",
+    "label_probabilities",
+    "soft_dice_loss",
+    "warped_label_dice_loss",
     "registration_terms",
     "weighted_total",
     "SSDLoss",

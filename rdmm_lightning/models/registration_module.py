@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..losses import map_symmetry_loss, similarity_from_name, weight_range_penalty
 from ..losses.compose import registration_terms, weighted_total
+from ..losses.labels import warped_label_dice_loss
 from ..nets.affine_net import MultiStepAffineNet
 from ..nets.registration_net import NetOutput, RegistrationNet, StepOutput
 from ..ops.affine import affine_to_map, check_affine, invert_affine
@@ -73,6 +74,13 @@ class RegistrationNetModule(RegistrationModuleBase):
             sigma_min without OMT, all sigma_max with OMT 0.1); with it sigma(x) stays near the
             prior and drops near moving object edges.
         symmetry_weight, bidirectional: symmetric training (schedulable).
+        label_weight: weight of the auxiliary label loss (schedulable; default 0: unsupervised):
+            soft Dice of the warped source labels against the target labels
+            (:func:`~rdmm_lightning.losses.labels.warped_label_dice_loss`), on batches that
+            carry ``source_label``/``target_label`` (datamodule ``train_labels=true``). The
+            semi-supervised variant of VoxelMorph; inference needs no labels.
+        label_stride: the label loss is taken on every ``label_stride``-th voxel per axis
+            (default 2: 8x fewer samples in 3D; the target's labels exact there).
         affine_checkpoint: an :class:`AffineNetModule` checkpoint to start from (its
             architecture is then copied into ``affine_net``; with ``affine_net`` already set, as
             when rebuilding from this module's own checkpoint, a missing file is ignored since
@@ -91,7 +99,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         log_figures: log one validation figure per epoch.
     """
 
-    loss_terms = ("loss", "similarity", "energy", "omt", "weight_range", "symmetry")
+    loss_terms = ("loss", "similarity", "energy", "omt", "weight_range", "symmetry", "label")
     schedule_attributes = (
         "num_steps",
         "symmetry_weight",
@@ -100,6 +108,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         "energy_weight",
         "omt_weight",
         "weight_range_weight",
+        "label_weight",
     )
 
     def __init__(
@@ -128,6 +137,8 @@ class RegistrationNetModule(RegistrationModuleBase):
         weight_range_weight: float = 1.0,
         symmetry_weight: float = 0.0,
         bidirectional: bool = False,
+        label_weight: float = 0.0,
+        label_stride: int = 2,
         affine_checkpoint: str | None = None,
         affine_net: Mapping[str, Any] | None = None,
         affine_trainable: bool = False,
@@ -179,6 +190,9 @@ class RegistrationNetModule(RegistrationModuleBase):
         self.energy_weight = float(energy_weight)
         self.omt_weight = float(omt_weight)
         self.weight_range_weight = float(weight_range_weight)
+        self.label_weight = float(label_weight)
+        if int(label_stride) != label_stride or label_stride < 1:
+            raise ValueError(f"label_stride must be a positive integer; got {label_stride}")
 
     # ---------------------------------------------------------------------------- affine
     def _build_affine(
@@ -244,6 +258,14 @@ class RegistrationNetModule(RegistrationModuleBase):
         )
         return terms
 
+    def label_term(
+        self, source_label: Tensor, target_label: Tensor, phi_inv: Tensor, spacing
+    ) -> Tensor:
+        """Auxiliary label loss of ``phi_inv: (B, D, *S)`` on every ``label_stride``-th voxel."""
+        return warped_label_dice_loss(
+            source_label, target_label, phi_inv, spacing, int(self.hparams.label_stride)
+        )
+
     def forward(
         self,
         source: Tensor,
@@ -283,6 +305,12 @@ class RegistrationNetModule(RegistrationModuleBase):
             sym = map_symmetry_loss(out.phi_inv[:b], out.phi_inv[b:], spacing)
             terms["symmetry"] = sym
             terms["loss"] = terms["loss"] + self.symmetry_weight * sym
+        if self.label_weight > 0 and "source_label" in batch and "target_label" in batch:
+            labels = batch["source_label"], batch["target_label"]
+            if both:
+                labels = torch.cat(labels), torch.cat(labels[::-1])
+            terms["label"] = self.label_term(*labels, out.phi_inv, spacing)
+            terms["loss"] = terms["loss"] + self.label_weight * terms["label"]
         for name, value in terms.items():
             self.log_value(stage, name, value, b)
         if stage != "train":
