@@ -18,6 +18,15 @@
 
 Pass ``--affine-ckpt``/``--rdmm-ckpt`` to skip training, ``--stages`` to run only some of
 ``nets,opt``. Prints a markdown table. Skips with a message when the data folder is missing.
+
+Evaluation only, of trained or shipped deformable nets (no training), e.g. the brain models
+trained on the affinely pre-aligned pool (``rdmm data align``; affine-opt on each pair first)::
+
+    python benchmarks/ixi_net.py --stages checkpoints --affine opt --refine-steps 20 \
+        --checkpoint rdmm-net=brain-t1-rdmm-net --checkpoint lddmm-net=RUN/best.ckpt
+
+evaluates every ``LABEL=CKPT`` (a path or a shipped model's name) with K as trained, without
+and with ``--refine-steps`` (``--refine-steps 0``: without only).
 """
 
 from __future__ import annotations
@@ -95,7 +104,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refine-steps", type=int, default=50)
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stages", default="nets,opt", help="comma list of nets, opt")
+    parser.add_argument("--stages", default="nets,opt", help="comma list of nets, opt, checkpoints")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="LABEL=CKPT",
+        help="stage checkpoints: a net to evaluate (path or shipped model name); repeatable",
+    )
+    parser.add_argument(
+        "--affine",
+        choices=("net", "opt", "none"),
+        default=None,
+        help="stage checkpoints: affine stage before the nets (default: as trained)",
+    )
     args = parser.parse_args(argv)
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     csv_path = args.data / "pairs_eval.csv"
@@ -113,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     table = []
     if "nets" in stages:
         table += _nets(args, subset)
+    if "checkpoints" in stages:
+        table += _checkpoints(args, subset)
     if "opt" in stages:
         out = args.root / "eval" / "affine_opt_rdmm_opt"
         print("evaluating affine-opt + rdmm-opt", file=sys.stderr, flush=True)
@@ -130,6 +154,29 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| method | mean Dice ± sd | Dice before | neg. det J voxels | s/pair | training |")
     print("|---|---|---|---|---|---|")
     print("\n".join(table))
+
+
+def _checkpoints(args: argparse.Namespace, subset: Path) -> list[str]:
+    """Rows of the ``--checkpoint LABEL=CKPT`` nets, without and with ``--refine-steps``."""
+    from rdmm_lightning.pretrained.registry import resolve_checkpoint
+
+    table = []
+    for spec in args.checkpoint:
+        label, sep, ckpt = spec.partition("=")
+        if not sep or not label or not ckpt:
+            raise SystemExit(f"--checkpoint must be LABEL=CKPT; got {spec!r}")
+        path = Path(resolve_checkpoint(ckpt))
+        affine = args.affine or "as trained"
+        for refine in sorted({0, args.refine_steps}):
+            name = f"affine {affine} + {label}" + (f" + {refine} refine steps" if refine else "")
+            out = args.root / "eval" / f"{label}_{args.affine or 'default'}_refine{refine}"
+            print(f"evaluating {name} ({path})", file=sys.stderr, flush=True)
+            result = evaluate_pairs(
+                subset, out, checkpoint=path, refine_steps=refine, affine=args.affine,
+                threads=args.threads,
+            )  # fmt: skip
+            table.append(_row(name, result.summary, _steps(path)))
+    return table
 
 
 def _nets(args: argparse.Namespace, subset: Path) -> list[str]:
