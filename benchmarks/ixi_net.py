@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from rdmm_lightning.options import AffineStage, values
 from rdmm_lightning.pipeline.evaluate import evaluate_pairs, read_pairs_csv
 
 if __package__ in (None, ""):
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--affine",
-        choices=("net", "opt", "none"),
+        choices=values(AffineStage),
         default=None,
         help="stage checkpoints: affine stage before the nets (default: as trained)",
     )

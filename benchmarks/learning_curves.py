@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     by_step, by_time = fig.subplots(1, 2)
-    for item in args.runs:
+    for index, item in enumerate(args.runs):
+        color = f"C{index % 10}"  # one colour per run in both panels
         path, _, label = item.partition("=")
         curve = read_curve(Path(path))
         label = label or Path(path).parent.name
@@ -61,10 +62,11 @@ def main(argv: list[str] | None = None) -> None:
         for c in curve:
             minutes = "-" if c["minutes"] is None else f"{c['minutes']:.1f}"
             print(f"| {c['epoch']} | {c['step']} | {minutes} | {c['dice']:.4f} |")
-        by_step.plot([c["step"] for c in curve], [c["dice"] for c in curve], label=label)
+        by_step.plot([c["step"] for c in curve], [c["dice"] for c in curve], color, label=label)
         timed = [c for c in curve if c["minutes"] is not None]
         if timed:
-            by_time.plot([c["minutes"] for c in timed], [c["dice"] for c in timed], label=label)
+            minutes = [c["minutes"] for c in timed]
+            by_time.plot(minutes, [c["dice"] for c in timed], color, label=label)
     by_step.set_xlabel("training steps")
     by_time.set_xlabel("wall minutes (runs that logged time/elapsed_min)")
     for ax in (by_step, by_time):

@@ -155,19 +155,13 @@ def infer(
     Raises:
         ValueError: one line naming the checkpoint, file or option at fault.
     """
-    from .pipeline.network import load_network
-    from .pipeline.run import infer as run_infer
+    from .pipeline.run import infer_files
 
-    network = load_network(
-        checkpoint,
-        num_steps=num_steps,
-        refine_steps=refine_steps,
-        device=device,
-        threads=threads,
+    return infer_files(
+        checkpoint, source, target, out, source_label=source_label, target_label=target_label,
+        num_steps=num_steps, refine_steps=refine_steps, device=device, threads=threads,
         affine=affine,
-    )
-    labels = {"source_label": source_label, "target_label": target_label}
-    return run_infer(network, source, target, out_dir=out, **labels)
+    )  # fmt: skip
 
 
 def warp(

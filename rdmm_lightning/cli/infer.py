@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     source, target, _ = image_arguments(args, overrides=False)
 
     try:
-        metrics = infer_files(
+        result = infer_files(
             args.checkpoint,
             source,
             target,
@@ -95,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise user_error(exc) from exc
+    metrics = result.extras["metrics"]
     parts = [metrics["model"], f"{metrics['time_s'] * 1000:.0f} ms"]
     dice = metrics.get("dice")
     if dice and dice.get("mean") is not None:

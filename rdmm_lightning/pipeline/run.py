@@ -11,7 +11,8 @@ are compositions of the same stages.
 :func:`register` and :func:`infer` return the working-grid
 :class:`~rdmm_lightning.result.RegistrationResult` with ``extras["metrics"]``,
 ``extras["config"]``, ``extras["outputs"]`` and ``extras["pair"]``; :func:`register_files` and
-:func:`infer_files` are the commands (files in, folder out, metrics returned). The output
+:func:`infer_files` are the commands (files in, folder out; ``register_files`` returns the
+metrics, ``infer_files`` the result, which :func:`rdmm_lightning.api.infer` is). The output
 folder is checked before any work and written only at the end, so a bad input or option leaves
 no output folder behind; while a command works, the folder is locked against a second one
 (:func:`~.atomic.output_lock`). :func:`register_batch` registers a batch of tensor pairs on one
@@ -257,21 +258,23 @@ def register_files(
 
 def infer_files(
     checkpoint: PathLike,
-    source: PathLike,
-    target: PathLike,
-    out: PathLike,
+    source: VolumeLike,
+    target: VolumeLike,
+    out: PathLike | None,
     *,
-    source_label: PathLike | None = None,
-    target_label: PathLike | None = None,
+    source_label: VolumeLike | None = None,
+    target_label: VolumeLike | None = None,
     num_steps: int | None = None,
     refine_steps: int = 0,
     device: str | None = "auto",
     threads: int | None = None,
     affine: str | None = None,
-) -> dict[str, Any]:
-    """``rdmm infer``: register two image files with a checkpoint and write ``out``; returns the
-    metrics. Options as for :func:`~.network.load_network` (``affine``: the affine stage,
-    ``"net"``, ``"opt"`` or ``"none"``; default ``"net"`` when the checkpoint has one).
+) -> RegistrationResult:
+    """``rdmm infer`` and :func:`rdmm_lightning.api.infer`: register two images (files or
+    Volumes) with a checkpoint and write ``out`` (None: nothing written); returns the result,
+    its metrics in ``extras["metrics"]``. Options as for :func:`~.network.load_network`
+    (``affine``: the affine stage, ``"net"``, ``"opt"`` or ``"none"``; default ``"net"`` when
+    the checkpoint has one).
 
     Raises:
         ValueError: one line for every user error (checkpoint, inputs, options; bad options as
@@ -285,10 +288,9 @@ def infer_files(
         threads=threads,
         affine=affine,
     )
-    result = infer(
+    return infer(
         network, source, target, out_dir=out, source_label=source_label, target_label=target_label
     )
-    return result.extras["metrics"]
 
 
 def register_batch(

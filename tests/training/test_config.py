@@ -134,6 +134,21 @@ def test_weight_decay_can_be_added_as_a_constructor_argument():
     assert [g["weight_decay"] for g in default.param_groups] == [0.0]
 
 
+@pytest.mark.parametrize("model", ["svf_net", "lddmm_net", "rdmm_net"])
+def test_label_loss_options_reach_the_module(model):
+    cfg = compose(f"model={model}", "model.label_weight=0.5", "model.label_stride=3")
+    check_config(cfg)
+    module = instantiate(cfg.model, _convert_="all")
+    assert module.label_weight == 0.5 and module.hparams.label_stride == 3
+    assert instantiate(compose(f"model={model}").model, _convert_="all").label_weight == 0
+
+
+def test_ixi_aligned_experiments_train_with_labels():
+    for name in ("rdmm", "lddmm"):
+        cfg = compose(f"experiment=ixi_aligned_{name}_net")
+        assert cfg.data.train_labels is True and cfg.model.label_weight > 0
+
+
 def test_a_schedule_mapping_can_be_replaced_as_the_error_says():
     key = "callbacks.identity_regularizer.milestones"
     cfg = compose("experiment=ixi_affine_net", f"~{key}", f"+{key}={{0:1.0,3:0.1}}")
