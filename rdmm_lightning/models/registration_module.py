@@ -61,6 +61,8 @@ class RegistrationNetModule(RegistrationModuleBase):
         solver_method, solver_steps: integration (default rk4 with 10 steps).
         net_input: ``"full"`` or ``"low"`` resolution network inputs.
         momentum_clamp: optional bound on ``|m0|``.
+        image_force: the momentum net also sees the image force ``(I - J) grad`` and adds a learnt
+            multiple of it (:class:`~rdmm_lightning.nets.heads.MomentumNet`; default off).
         pre_weight_activation: ``"softplus"`` or ``"relu"``.
         num_steps: refinement steps K (schedulable).
         similarity, similarity_kwargs: similarity name (default ``"mk-lncc"``) and arguments.
@@ -127,6 +129,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         net_input: str = "full",
         momentum_clamp: float | None = None,
         pre_weight_activation: str = "softplus",
+        image_force: bool = False,
         num_steps: int = 1,
         similarity: str = "mk-lncc",
         similarity_kwargs: Mapping[str, Any] | None = None,
@@ -178,7 +181,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         self.net = RegistrationNet(
             model, self.dim, sigmas, kernel_weights, weight_sigma, prior_h2, features,
             lowres_factor, SolverOptions(solver_method, int(solver_steps)), net_input,
-            momentum_clamp, pre_weight_activation,
+            momentum_clamp, pre_weight_activation, image_force,
         )  # fmt: skip
         self.similarity = similarity_from_name(similarity, **dict(similarity_kwargs or {}))
         self.affine_net = self._build_affine(affine_checkpoint, affine_net, affine_trainable)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.image_force import image_force
 from ..ops.pre_weights import normalize_pre_weights
 from ..options import PreWeightActivation, either, values
 from .unet import UNet
@@ -45,6 +46,10 @@ class MomentumNet(nn.Module):
         init_std: std of the output layer's initial weights (zero bias), so the first
             predictions are small momenta (near-identity maps).
         clamp: optional bound ``|m0| <= clamp`` (the reference's RDMM net uses 1).
+        image_force: also feed the image force ``f`` (:func:`~rdmm_lightning.ops.image_force`,
+            ``D`` more input channels) and add ``force_scale * f`` to the output, a learnt
+            step along the squared-difference descent direction (``force_scale`` starts at 0:
+            the untrained net still predicts small momenta). Needs ``spacing`` in ``forward``.
     """
 
     def __init__(
@@ -53,17 +58,37 @@ class MomentumNet(nn.Module):
         features: Sequence[int] = (16, 32, 32, 64),
         init_std: float = 1e-3,
         clamp: float | None = None,
+        image_force: bool = False,
     ):
         super().__init__()
         self.dim = dim
-        self.unet = UNet(dim, 2, dim, features)
+        self.image_force = bool(image_force)
+        self.unet = UNet(dim, 2 + (dim if self.image_force else 0), dim, features)
         self.unet.init_output(std=init_std, bias=0.0)
         self.clamp = None if clamp is None else float(clamp)
+        self.force_scale = nn.Parameter(torch.zeros(())) if self.image_force else None
 
     def forward(
-        self, moving: Tensor, target: Tensor, out_shape: Sequence[int] | None = None
+        self,
+        moving: Tensor,
+        target: Tensor,
+        out_shape: Sequence[int] | None = None,
+        spacing: Sequence[float] | None = None,
     ) -> Tensor:
-        m0 = _resize(self.unet(pair_input(moving, target)), out_shape)
+        """``m0: (B, D, *out_shape)`` from ``moving, target: (B, 1, *S)``; ``spacing``: domain
+        spacing of ``S`` (needed with ``image_force``)."""
+        x = pair_input(moving, target)
+        if self.force_scale is None:
+            m0 = self.unet(x)
+        else:
+            if spacing is None or len(spacing) != self.dim:
+                raise ValueError(
+                    f"MomentumNet(image_force=True) needs the {self.dim} domain spacings of the "
+                    f"input grid; got {spacing}"
+                )
+            force = image_force(moving, target, spacing)
+            m0 = self.unet(torch.cat([x, force], dim=1)) + self.force_scale * force
+        m0 = _resize(m0, out_shape)
         if self.clamp is not None:
             m0 = m0.clamp(-self.clamp, self.clamp)
         return m0

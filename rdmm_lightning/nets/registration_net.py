@@ -85,6 +85,8 @@ class RegistrationNet(nn.Module):
             grid) or ``"low"`` (images are first resampled to the shooting grid; cheaper).
         momentum_clamp: optional bound on ``|m0|``.
         pre_weight_activation: ``"softplus"`` or ``"relu"``.
+        image_force: the momentum net also sees the image force and adds a learnt multiple of
+            it (:class:`~rdmm_lightning.nets.heads.MomentumNet`).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class RegistrationNet(nn.Module):
         net_input: str = "full",
         momentum_clamp: float | None = None,
         pre_weight_activation: str = "softplus",
+        image_force: bool = False,
     ):
         super().__init__()
         if model not in MODELS:
@@ -120,7 +123,9 @@ class RegistrationNet(nn.Module):
             kwargs["weights"] = kernel_weights
         self.unit: ShootingUnit = make_shooting_unit(model, **kwargs)
         self.unit_forward: ShootingUnit = make_shooting_unit(model, forward_map=True, **kwargs)
-        self.momentum_net = MomentumNet(dim, features, clamp=momentum_clamp)
+        self.momentum_net = MomentumNet(
+            dim, features, clamp=momentum_clamp, image_force=image_force
+        )
         self.pre_weight_net = None
         self.prior_h2: tuple[float, ...] | None = None
         if model == "rdmm":
@@ -138,12 +143,22 @@ class RegistrationNet(nn.Module):
         return low.shape, low.domain_spacing
 
     def predict_parameters(
-        self, moving: Tensor, target: Tensor, low_shape: Sequence[int]
+        self,
+        moving: Tensor,
+        target: Tensor,
+        low_shape: Sequence[int],
+        spacing: Sequence[float] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``m0: (B, D, *S_low)`` and RDMM ``h0: (B, N, *S_low)`` (else None)."""
+        """``m0: (B, D, *S_low)`` and RDMM ``h0: (B, N, *S_low)`` (else None) from
+        ``moving, target: (B, 1, *S)``; ``spacing``: domain spacing of ``S`` (needed by the
+        image force)."""
+        net_spacing = spacing
         if self.net_input == "low":
+            if spacing is not None:
+                grid = Grid.from_domain_spacing(tuple(moving.shape[2:]), spacing)
+                net_spacing = grid.resize(low_shape).domain_spacing
             moving, target = resample_image(moving, low_shape), resample_image(target, low_shape)
-        m0 = self.momentum_net(moving, target, low_shape)
+        m0 = self.momentum_net(moving, target, low_shape, net_spacing)
         h0 = None if self.pre_weight_net is None else self.pre_weight_net(moving, target, low_shape)
         return m0, h0
 
@@ -194,7 +209,7 @@ class RegistrationNet(nn.Module):
         steps: list[StepOutput] = []
         for _ in range(int(num_steps)):
             moving = source if phi_inv is None else warp_image(source, phi_inv, spacing)
-            m0, h0 = self.predict_parameters(moving, target, low_shape)
+            m0, h0 = self.predict_parameters(moving, target, low_shape, spacing)
             shot = self.shoot(
                 m0, h0, shape, spacing, initial_map=phi_inv, initial_forward=phi,
                 forward_map=forward_map,

@@ -15,6 +15,7 @@ from .energy import momentum_energy, voxel_volume
 from .finite_differences import central_diff, divergence, gradient, jacobian_matrix
 from .gaussian import gaussian_taps, gaussian_window
 from .grid import check_map, domain_spacing, identity_map, low_res_shape, to_grid_sample
+from .image_force import image_force
 from .pre_weights import (
     normalize_pre_weights,
     pre_weights_from_raw,
@@ -52,6 +53,7 @@ __all__ = [
     "gradient",
     "identity_affine",
     "identity_map",
+    "image_force",
     "invert_affine",
     "jacobian_matrix",
     "local_sigma",

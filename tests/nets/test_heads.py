@@ -60,3 +60,25 @@ def test_pre_weight_arguments_checked():
         PreWeightNet(2, 3, prior_h2=(1.0, 1.0))
     with pytest.raises(ValueError, match="activation"):
         PreWeightNet(2, 3, activation="softmax")
+
+
+def test_image_force_head_adds_a_learnt_multiple_of_the_force():
+    """With the UNet's output layer zeroed, m0 is exactly force_scale * f (the skip), f from the
+    images on the net's grid; force_scale starts at 0 (small initial momenta); the force
+    channels widen the UNet input; spacing is required."""
+    from rdmm_lightning.ops import image_force
+
+    torch.manual_seed(2)
+    net = MomentumNet(2, features=(4, 8), image_force=True)
+    assert net.unet.down[0][0].in_channels == 4
+    assert float(net.force_scale) == 0.0
+    moving, target = torch.rand(1, 1, 16, 12), torch.rand(1, 1, 16, 12)
+    spacing = (1 / 15, 1 / 15)
+    torch.nn.init.zeros_(net.unet.out.weight)
+    with torch.no_grad():
+        net.force_scale.fill_(0.3)
+    m0 = net(moving, target, None, spacing)
+    assert torch.allclose(m0, 0.3 * image_force(moving, target, spacing))
+    with pytest.raises(ValueError, match="domain spacings"):
+        net(moving, target)
+    assert MomentumNet(2, features=(4, 8)).force_scale is None

@@ -91,3 +91,27 @@ def test_arguments_checked():
         RegistrationNet("svf", 2, SIGMAS, net_input="half")
     with pytest.raises(ValueError, match="lowres_factor"):
         RegistrationNet("svf", 2, SIGMAS, lowres_factor=0.0)
+
+
+@pytest.mark.parametrize("net_input", ["low", "full"])
+def test_image_force_uses_the_spacing_of_the_grid_the_net_sees(net_input):
+    """m0 = force_scale * f with f on the net's input grid: the shooting grid's spacing for
+    low-resolution inputs (a wrong spacing scales f by the grid ratio)."""
+    from rdmm_lightning.ops import image_force
+    from rdmm_lightning.ops.resample import resample_image
+
+    torch.manual_seed(3)
+    net = RegistrationNet("lddmm", 2, [0.1], features=(4, 8), net_input=net_input, image_force=True)
+    torch.nn.init.zeros_(net.momentum_net.unet.out.weight)
+    with torch.no_grad():
+        net.momentum_net.force_scale.fill_(0.5)
+    source, target = torch.rand(1, 1, 32, 28), torch.rand(1, 1, 32, 28)
+    spacing = (1 / 31, 1 / 31)
+    low_shape, low_spacing = net.grids((32, 28), spacing)
+    m0, _ = net.predict_parameters(source, target, low_shape, spacing)
+    if net_input == "low":
+        s, t = resample_image(source, low_shape), resample_image(target, low_shape)
+        expected = 0.5 * image_force(s, t, low_spacing)
+    else:
+        expected = resample_image(0.5 * image_force(source, target, spacing), low_shape, False)
+    assert torch.allclose(m0, expected, atol=1e-6)
