@@ -25,8 +25,8 @@ trained on the affinely pre-aligned pool (``rdmm data align``; affine-opt on eac
     python benchmarks/ixi_net.py --stages checkpoints --affine opt --refine-steps 20 \
         --checkpoint rdmm-net=brain-t1-rdmm-net --checkpoint lddmm-net=RUN/best.ckpt
 
-evaluates every ``LABEL=CKPT`` (a path or a shipped model's name) with K as trained, without
-and with ``--refine-steps`` (``--refine-steps 0``: without only).
+evaluates every ``LABEL=CKPT`` (a path or a shipped model's name) with K as trained (or
+``--num-steps K``), without and with ``--refine-steps`` (``--refine-steps 0``: without only).
 """
 
 from __future__ import annotations
@@ -119,6 +119,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="stage checkpoints: affine stage before the nets (default: as trained)",
     )
+    parser.add_argument(
+        "--num-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="stage checkpoints: network iterations K (default: as trained)",
+    )
     args = parser.parse_args(argv)
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     csv_path = args.data / "pairs_eval.csv"
@@ -169,12 +176,14 @@ def _checkpoints(args: argparse.Namespace, subset: Path) -> list[str]:
         path = Path(resolve_checkpoint(ckpt))
         affine = args.affine or "as trained"
         for refine in sorted({0, args.refine_steps}):
-            name = f"affine {affine} + {label}" + (f" + {refine} refine steps" if refine else "")
-            out = args.root / "eval" / f"{label}_{args.affine or 'default'}_refine{refine}"
+            k = "" if args.num_steps is None else f" (K={args.num_steps})"
+            name = f"affine {affine} + {label}{k}" + (f" + {refine} refine steps" if refine else "")
+            k_dir = "" if args.num_steps is None else f"_k{args.num_steps}"
+            out = args.root / "eval" / f"{label}_{args.affine or 'default'}{k_dir}_refine{refine}"
             print(f"evaluating {name} ({path})", file=sys.stderr, flush=True)
             result = evaluate_pairs(
                 subset, out, checkpoint=path, refine_steps=refine, affine=args.affine,
-                threads=args.threads,
+                threads=args.threads, num_steps=args.num_steps,
             )  # fmt: skip
             table.append(_row(name, result.summary, _steps(path)))
     return table

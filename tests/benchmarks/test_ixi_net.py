@@ -41,6 +41,18 @@ def test_checkpoints_stage_rows_without_and_with_refinement(synth_pair, tmp_path
     assert (tmp_path / "root" / "eval" / "rdmm-net_none_refine2" / "summary.json").is_file()
 
 
+def test_checkpoints_stage_num_steps_is_passed_and_named(synth_pair, tmp_path, capsys):
+    ixi_net.main(
+        ["--stages", "checkpoints", "--data", str(synth_pair), "--root", str(tmp_path / "root"),
+         "--checkpoint", "rdmm-net=synth2d-rdmm-net", "--refine-steps", "0", "--pairs", "1",
+         "--threads", "1", "--affine", "none", "--num-steps", "3"],
+    )  # fmt: skip
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| affine")]
+    assert [r.split(" | ")[0] for r in rows] == ["| affine none + rdmm-net (K=3)"]
+    summary = tmp_path / "root" / "eval" / "rdmm-net_none_k3_refine0" / "summary.json"
+    assert '"num_steps": 3' in summary.read_text()
+
+
 def test_checkpoint_spec_must_name_a_label(synth_pair, tmp_path):
     with pytest.raises(SystemExit, match="LABEL=CKPT"):
         ixi_net.main(
