@@ -154,6 +154,19 @@ class RegistrationModuleBase(pl.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Skip an update whose gradients are not finite (a pair on which the loss diverged):
+        every gradient is dropped, so the optimizer leaves the parameters and its moments as
+        they were. The running count is logged as ``train/skipped_steps``."""
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            return
+        for p in self.parameters():
+            p.grad = None
+        self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
+        if self._trainer is not None:
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.Adam(

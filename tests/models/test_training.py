@@ -154,3 +154,28 @@ def test_label_term_is_added_with_labels_and_reaches_the_momentum_net():
         assert "label" not in logged
     with pytest.raises(ValueError, match="label_stride"):
         make_module("lddmm", shape, label_stride=0)
+
+
+def test_non_finite_gradients_skip_the_update(tmp_path):
+    """A step whose loss (so every gradient) is NaN leaves the parameters and Adam's moments as
+    they were (without the guard Adam writes NaN into every parameter); the finite steps still
+    update, and the skip is counted."""
+    from rdmm_lightning.models import RegistrationNetModule
+
+    class DivergesOnce(RegistrationNetModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if batch_idx == 1 else loss
+
+    torch.manual_seed(0)
+    shape = (16, 16)
+    module = DivergesOnce(
+        "svf", image_shape=shape, features=(4, 4), similarity="ssd", lr=1e-2, log_figures=False
+    )
+    before = [p.detach().clone() for p in module.parameters()]
+    tr = trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    tr.fit(module, loader(shape, n=3, batch_size=1))
+    params = list(module.parameters())
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert module.skipped_steps == 1
+    assert any(not torch.equal(p, b) for p, b in zip(params, before))
