@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("runs", nargs="+", help="RUN_DIR or RUN_DIR=LABEL")
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--title", default="validation Dice")
+    p.add_argument(
+        "--ylim",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="Dice axis range (default: auto)",
+    )
     args = p.parse_args(argv)
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     for ax in (by_step, by_time):
         ax.set_ylabel("validation Dice")
         ax.grid(alpha=0.3)
+        if args.ylim:
+            ax.set_ylim(*args.ylim)
         if ax.lines:
             ax.legend(fontsize=8)
     fig.suptitle(args.title)
