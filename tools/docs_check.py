@@ -166,6 +166,11 @@ _NO_DATA = (
     "`trainer.accelerator=cpu`, as the job's checks count the GPUs)"
 )
 
+_BRAIN_PAIR = (
+    "needs a user's T1 pair; tests/pretrained/test_shipped_3d_models.py runs every shipped 3D "
+    "model through `rdmm infer` on a head phantom of another orientation, spacing and size"
+)
+
 COMMANDS: dict[str, Entry] = {
     "make run": Entry(
         Mode.SHORTENED,
@@ -193,6 +198,10 @@ COMMANDS: dict[str, Entry] = {
         "on the pairs of the `rdmm data synth2d` line (written into the inputs)",
         then="test -f out/warped.nii.gz && grep -q synth2d-rdmm-net out/metrics.json",
     ),
+    "rdmm infer --checkpoint brain-t1-lddmm-net SOURCE_T1.nii.gz TARGET_T1.nii.gz "
+    "--out out/": Entry(Mode.SKIPPED, _BRAIN_PAIR),
+    "rdmm infer --checkpoint brain-t1-rdmm-net SOURCE_T1.nii.gz TARGET_T1.nii.gz --out out/ "
+    "--refine-steps 20": Entry(Mode.SKIPPED, _BRAIN_PAIR),
     "pip install torch": Entry(Mode.SKIPPED, "CI installs torch (.ci/run)"),
     'pip install -e ".[dev]"': Entry(Mode.SKIPPED, "CI installs the package (make test: setup)"),
     "python train.py": Entry(
