@@ -44,6 +44,7 @@ class RegistrationModuleBase(pl.LightningModule):
         self.image_shape = check_image_shape(image_shape, spacing_mode)
         self.dim = len(self.image_shape)
         self.spacing_mode = spacing_mode
+        self.skipped_steps = 0  # updates dropped for non-finite gradients
         # preprocessing record (spatial and intensity) of the training volumes, set when loaded
         # from a training checkpoint (rdmm_lightning.models.load_registration_checkpoint); None:
         # the image_shape grid over the target's field of view
@@ -163,7 +164,7 @@ class RegistrationModuleBase(pl.LightningModule):
             return
         for p in self.parameters():
             p.grad = None
-        self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
+        self.skipped_steps += 1
         if self._trainer is not None:
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
 
