@@ -29,6 +29,7 @@ __all__ = [
     "AffineInit",
     "NetInput",
     "PreWeightActivation",
+    "NetworkPrecision",
     "LocalKernel",
     "Coordinates",
     "Side",
@@ -163,6 +164,16 @@ class PreWeightActivation(StrOption):
 
     SOFTPLUS = "softplus"
     RELU = "relu"
+
+
+class NetworkPrecision(StrOption):
+    """Compute precision of the convolutional networks (the shooting always runs in the inputs'
+    dtype): float32, or bfloat16 mixed precision (autocast; weights and outputs stay float32),
+    several times faster where the hardware has bfloat16 matrix units (recent GPUs, CPUs with
+    AMX) and slower where it has not."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
 
 
 class LocalKernel(StrOption):

@@ -39,6 +39,8 @@ class AffineNetModule(RegistrationModuleBase):
         num_steps: affine passes K (schedulable, e.g. 1 then 3).
         init: ``"identity"`` or ``"com"`` (start from the centre-of-mass translation; for
             images scanned in different positions, e.g. native-space heads).
+        network_precision: ``"float32"`` (default) or ``"bfloat16"`` mixed precision of the
+            encoder and head (:class:`~rdmm_lightning.options.NetworkPrecision`).
         similarity, similarity_kwargs: loss name (default ``"mk-lncc"``) and its arguments.
         reg_weight: weight of the distance from the identity (schedulable).
         symmetry_weight: weight of the affine symmetry loss (schedulable).
@@ -60,6 +62,7 @@ class AffineNetModule(RegistrationModuleBase):
         hidden: int = 128,
         num_steps: int = 3,
         init: str = "identity",
+        network_precision: str = "float32",
         similarity: str = "mk-lncc",
         similarity_kwargs: Mapping[str, Any] | None = None,
         reg_weight: float = 0.01,
@@ -75,7 +78,9 @@ class AffineNetModule(RegistrationModuleBase):
         self.save_hyperparameters()
         self.hparams.update(plain(dict(self.hparams)))
         self._setup_common(image_shape, spacing_mode)
-        self.net = MultiStepAffineNet(self.dim, features, pooled, hidden, num_steps, init=init)
+        self.net = MultiStepAffineNet(
+            self.dim, features, pooled, hidden, num_steps, init=init, precision=network_precision
+        )
         self.similarity = similarity_from_name(similarity, **dict(similarity_kwargs or {}))
         self.num_steps = int(num_steps)
         self.reg_weight = float(reg_weight)

@@ -20,6 +20,7 @@ from ..ops.grid import domain_spacing
 from ..ops.moments import center_of_mass_translation
 from ..ops.warp import warp_image
 from ..options import AffineInit, values
+from .precision import check_precision, network_autocast
 from .unet import conv_layer
 
 __all__ = ["AFFINE_INITS", "MultiStepAffineNet", "AffineOutput"]
@@ -83,6 +84,9 @@ class MultiStepAffineNet(nn.Module):
         init: ``"identity"``, or ``"com"``: start from the translation that moves the source's
             intensity centre of mass onto the target's (as ANTs' and our affine-opt's
             initialisation; heads scanned in different positions then start roughly aligned).
+        precision: compute precision of the encoder and head (``"float32"`` or ``"bfloat16"``
+            mixed precision, :class:`~rdmm_lightning.options.NetworkPrecision`); a plain
+            attribute, not saved in the state dict.
 
     The head's last layer is zero-initialised, so an untrained net returns ``init``. Inputs
     are images ``(B, 1, *S)`` in [0, 1] (shifted to [-1, 1] inside).
@@ -97,8 +101,10 @@ class MultiStepAffineNet(nn.Module):
         num_steps: int = 3,
         slope: float = 0.2,
         init: str = "identity",
+        precision: str = "float32",
     ):
         super().__init__()
+        self.precision = check_precision(precision)
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3; got {dim}")
         if init not in AFFINE_INITS:
@@ -120,7 +126,9 @@ class MultiStepAffineNet(nn.Module):
 
     def step_params(self, moving: Tensor, target: Tensor) -> Tensor:
         """Centred parameters ``(B, D*D + D)`` of one step's pull-back."""
-        return self.head(self.encoder(2.0 * moving - 1.0, 2.0 * target - 1.0))
+        with network_autocast(moving, self.precision):
+            params = self.head(self.encoder(2.0 * moving - 1.0, 2.0 * target - 1.0))
+        return params.to(moving.dtype)
 
     def forward(
         self,

@@ -50,6 +50,7 @@ class MomentumNet(nn.Module):
             ``D`` more input channels) and add ``force_scale * f`` to the output, a learnt
             step along the squared-difference descent direction (``force_scale`` starts at 0:
             the untrained net still predicts small momenta). Needs ``spacing`` in ``forward``.
+        precision: the UNet's compute precision (:class:`~rdmm_lightning.options.NetworkPrecision`).
     """
 
     def __init__(
@@ -59,11 +60,13 @@ class MomentumNet(nn.Module):
         init_std: float = 1e-3,
         clamp: float | None = None,
         image_force: bool = False,
+        precision: str = "float32",
     ):
         super().__init__()
         self.dim = dim
         self.image_force = bool(image_force)
-        self.unet = UNet(dim, 2 + (dim if self.image_force else 0), dim, features)
+        inputs = 2 + (dim if self.image_force else 0)
+        self.unet = UNet(dim, inputs, dim, features, precision=precision)
         self.unet.init_output(std=init_std, bias=0.0)
         self.clamp = None if clamp is None else float(clamp)
         self.force_scale = nn.Parameter(torch.zeros(())) if self.image_force else None
@@ -112,6 +115,7 @@ class PreWeightNet(nn.Module):
         features: UNet channels per level.
         activation: ``"softplus"`` (default; no dead units) or ``"relu"``.
         init_std: std of the output layer's initial weights.
+        precision: the UNet's compute precision (:class:`~rdmm_lightning.options.NetworkPrecision`).
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class PreWeightNet(nn.Module):
         features: Sequence[int] = (16, 32, 32, 64),
         activation: str = "softplus",
         init_std: float = 1e-3,
+        precision: str = "float32",
     ):
         super().__init__()
         if activation not in values(PreWeightActivation):
@@ -135,7 +140,7 @@ class PreWeightNet(nn.Module):
                 f"got {prior_h2}"
             )
         self.dim, self.num_kernels, self.activation = dim, num_kernels, activation
-        self.unet = UNet(dim, 2, num_kernels, features)
+        self.unet = UNet(dim, 2, num_kernels, features, precision=precision)
         total = sum(h2)
         bias = [_inverse_activation(math.sqrt(v / total), activation) for v in h2]
         self.unet.init_output(std=init_std, bias=bias)

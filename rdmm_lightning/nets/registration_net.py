@@ -87,6 +87,9 @@ class RegistrationNet(nn.Module):
         pre_weight_activation: ``"softplus"`` or ``"relu"``.
         image_force: the momentum net also sees the image force and adds a learnt multiple of
             it (:class:`~rdmm_lightning.nets.heads.MomentumNet`).
+        network_precision: compute precision of both UNets (``"float32"`` or ``"bfloat16"``
+            mixed precision; :class:`~rdmm_lightning.options.NetworkPrecision`); the shooting
+            runs in the inputs' dtype either way.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class RegistrationNet(nn.Module):
         momentum_clamp: float | None = None,
         pre_weight_activation: str = "softplus",
         image_force: bool = False,
+        network_precision: str = "float32",
     ):
         super().__init__()
         if model not in MODELS:
@@ -124,16 +128,18 @@ class RegistrationNet(nn.Module):
         self.unit: ShootingUnit = make_shooting_unit(model, **kwargs)
         self.unit_forward: ShootingUnit = make_shooting_unit(model, forward_map=True, **kwargs)
         self.momentum_net = MomentumNet(
-            dim, features, clamp=momentum_clamp, image_force=image_force
-        )
+            dim, features, clamp=momentum_clamp, image_force=image_force,
+            precision=network_precision,
+        )  # fmt: skip
         self.pre_weight_net = None
         self.prior_h2: tuple[float, ...] | None = None
         if model == "rdmm":
             h2 = [1.0] * len(self.sigmas) if prior_h2 is None else [float(v) for v in prior_h2]
             self.prior_h2 = tuple(v / sum(h2) for v in h2) if sum(h2) > 0 else tuple(h2)
             self.pre_weight_net = PreWeightNet(
-                dim, len(self.sigmas), prior_h2, features, pre_weight_activation
-            )
+                dim, len(self.sigmas), prior_h2, features, pre_weight_activation,
+                precision=network_precision,
+            )  # fmt: skip
 
     def grids(
         self, shape: Sequence[int], spacing: Sequence[float]

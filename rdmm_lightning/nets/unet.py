@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import check_precision, network_autocast
+
 __all__ = ["UNet", "conv_layer", "pad_to_multiple", "crop_to"]
 
 
@@ -75,6 +77,10 @@ class UNet(nn.Module):
         features: channels per level, finest first; ``len(features) - 1`` downsamplings
             (stride-2 convolutions), transposed-convolution upsampling, skip connections.
         slope: LeakyReLU negative slope.
+        precision: ``"float32"`` or ``"bfloat16"`` (mixed precision: the convolutions run in
+            bfloat16, weights and the output stay in the input's dtype;
+            :class:`~rdmm_lightning.options.NetworkPrecision`). A plain attribute, not saved
+            in the state dict.
 
     The last layer is a plain 3x3 convolution (no activation); :meth:`init_output` sets its
     scale and bias (heads use it for small or prior-matching initial outputs).
@@ -87,8 +93,10 @@ class UNet(nn.Module):
         out_channels: int,
         features: Sequence[int] = (16, 32, 32, 64),
         slope: float = 0.2,
+        precision: str = "float32",
     ):
         super().__init__()
+        self.precision = check_precision(precision)
         features = tuple(int(f) for f in features)
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3; got {dim}")
@@ -124,12 +132,15 @@ class UNet(nn.Module):
                 f"UNet({self.dim}D) expects (B, C, *S) with {self.dim} spatial dims; "
                 f"got {tuple(x.shape)}"
             )
+        dtype = x.dtype
         x, pads = pad_to_multiple(x, self.multiple)
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-        x = skips.pop()
-        for up, merge in zip(self.up, self.merge):
-            x = merge(torch.cat([up(x), skips.pop()], dim=1))
-        return crop_to(self.out(x), pads)
+        with network_autocast(x, self.precision):
+            skips = []
+            for block in self.down:
+                x = block(x)
+                skips.append(x)
+            x = skips.pop()
+            for up, merge in zip(self.up, self.merge):
+                x = merge(torch.cat([up(x), skips.pop()], dim=1))
+            x = self.out(x)
+        return crop_to(x.to(dtype), pads)

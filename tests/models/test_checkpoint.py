@@ -46,6 +46,19 @@ def test_save_load_predict_identical(tmp_path, model):
     torch.load(path, weights_only=True)  # plain hyper-parameters: safe loading works
 
 
+def test_network_precision_is_restored_from_the_checkpoint(tmp_path):
+    module, path = _train_and_save(tmp_path, "rdmm", network_precision="bfloat16")
+    loaded = load_registration_checkpoint(path, "rdmm")
+    assert loaded.hparams.network_precision == "bfloat16"
+    unets = [loaded.net.momentum_net.unet, loaded.net.pre_weight_net.unet]
+    assert [u.precision for u in unets] == ["bfloat16", "bfloat16"]
+    batch = batch_of((16, 16), shift=2)
+    _same_result(
+        module.predict(batch["source"], batch["target"]),
+        loaded.predict(batch["source"], batch["target"]),
+    )
+
+
 def test_schedule_state_and_grid_stored(tmp_path):
     module, path = _train_and_save(tmp_path, "lddmm", shape=(16, 12))
     module.num_steps = 2

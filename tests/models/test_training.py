@@ -28,11 +28,13 @@ def test_fast_dev_run(tmp_path, model, dim):
     assert "test/dice" in tr.callback_metrics
 
 
-@pytest.mark.parametrize("model", ["svf", "rdmm", "affine"])
+@pytest.mark.parametrize("model", ["svf", "rdmm", "affine", "rdmm-bfloat16"])
 def test_training_lowers_the_loss_on_a_fixed_pair(tmp_path, model):
     torch.manual_seed(0)
     shape = (32, 32)
     kw = {"lr": 3e-3, "log_figures": False}
+    if model.endswith("-bfloat16"):
+        model, kw["network_precision"] = model.split("-")[0], "bfloat16"
     if model != "affine":
         kw["energy_weight"] = 0.1
     module = make_module(model, shape, similarity="ssd", **kw)
@@ -179,3 +181,26 @@ def test_non_finite_gradients_skip_the_update(tmp_path):
     assert all(bool(torch.isfinite(p).all()) for p in params)
     assert module.skipped_steps == 1
     assert any(not torch.equal(p, b) for p, b in zip(params, before))
+
+
+@pytest.mark.parametrize("model", ["lddmm", "rdmm"])
+def test_solver_without_checkpointing_gives_the_same_loss_and_gradients(model):
+    """``solver_checkpoint=False`` (the graph of every step kept, faster on small grids) is the
+    same computation as the recomputing backward."""
+    batch = batch_of((24, 24), shift=3)
+    results = []
+    for checkpoint in (True, False):
+        torch.manual_seed(0)
+        module = make_module(model, (24, 24), solver_checkpoint=checkpoint, log_figures=False)
+        assert module.net.unit.solver.checkpoint is checkpoint
+        with torch.no_grad():  # a non-trivial prediction
+            module.net.momentum_net.unet.out.weight.normal_(std=0.05)
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        grads = [p.grad.clone() for p in module.net.parameters() if p.grad is not None]
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5)
+    assert len(grads_a) == len(grads_b) > 0
+    for a, b in zip(grads_a, grads_b):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
