@@ -90,6 +90,9 @@ class RegistrationNetModule(RegistrationModuleBase):
             (:func:`~rdmm_lightning.losses.labels.warped_label_dice_loss`), on batches that
             carry ``source_label``/``target_label`` (datamodule ``train_labels=true``). The
             semi-supervised variant of VoxelMorph; inference needs no labels.
+        label_max_classes: the label loss on at most this many labels per step, drawn at random
+            (None: all; with 32 of IXI's 148 labels the loss at 64x80x80, stride 2, takes 0.24 s
+            forward + backward instead of 1.7 s, 1 thread).
         label_stride: the label loss is taken on every ``label_stride``-th voxel per axis
             (default 2: 8x fewer samples in 3D; the target's labels exact there).
         affine_checkpoint: an :class:`AffineNetModule` checkpoint to start from (its
@@ -153,6 +156,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         bidirectional: bool = False,
         label_weight: float = 0.0,
         label_stride: int = 2,
+        label_max_classes: int | None = None,
         affine_checkpoint: str | None = None,
         affine_net: Mapping[str, Any] | None = None,
         affine_trainable: bool = False,
@@ -278,8 +282,9 @@ class RegistrationNetModule(RegistrationModuleBase):
     ) -> Tensor:
         """Auxiliary label loss of ``phi_inv: (B, D, *S)`` on every ``label_stride``-th voxel."""
         return warped_label_dice_loss(
-            source_label, target_label, phi_inv, spacing, int(self.hparams.label_stride)
-        )
+            source_label, target_label, phi_inv, spacing, int(self.hparams.label_stride),
+            max_labels=self.hparams.get("label_max_classes"),
+        )  # fmt: skip
 
     def forward(
         self,

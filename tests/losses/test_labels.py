@@ -112,3 +112,26 @@ def test_bad_inputs_are_named():
         warped_label_dice_loss(lab, lab, phi, spacing, stride=0)
     empty = torch.zeros_like(lab)
     assert float(warped_label_dice_loss(empty, empty, phi, spacing)) == 0.0
+
+
+def test_a_random_label_subset_estimates_the_mean_over_all_labels():
+    """``max_labels``: each call scores a random subset; the mean of many calls is the full
+    loss (the per-label Dice differ, so a fixed or biased subset would miss it)."""
+    shape = (24, 24)
+    source = torch.zeros(1, 1, *shape, dtype=torch.int64)
+    target = torch.zeros_like(source)
+    for k in range(6):  # six labels whose overlap falls with k
+        source[0, 0, 4 * k : 4 * k + 4, 2:14] = k + 1
+        target[0, 0, 4 * k : 4 * k + 4, 2 + 2 * k : 14 + 2 * k] = k + 1
+    phi, spacing = _translation(shape, 0.0)
+    full = float(warped_label_dice_loss(source, target, phi, spacing))
+    torch.manual_seed(0)
+    draws = [
+        float(warped_label_dice_loss(source, target, phi, spacing, max_labels=2))
+        for _ in range(400)
+    ]
+    assert len({round(d, 6) for d in draws}) > 5  # the subsets differ between calls
+    assert abs(sum(draws) / len(draws) - full) < 0.02 * full
+    assert float(warped_label_dice_loss(source, target, phi, spacing, max_labels=6)) == full
+    with pytest.raises(ValueError, match="max_labels must be a positive integer"):
+        warped_label_dice_loss(source, target, phi, spacing, max_labels=0)
