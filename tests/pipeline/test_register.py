@@ -169,7 +169,7 @@ def test_register_files_affine(tmp_path):
         target_label=paths["target_label"],
         # NCC: on this tiny phantom LNCC (window 9) has its optimum at a shrunken map
         similarity="ncc",
-        overrides=["affine_options.iterations=[20,20]", "affine_options.scales=[0.5,1.0]"],
+        overrides=["affine_options.iterations=[40,40]", "affine_options.scales=[0.5,1.0]"],
         progress=False,
     )
     assert json.loads((out / "metrics.json").read_text()) == metrics
@@ -182,7 +182,9 @@ def test_register_files_affine(tmp_path):
     before, after = metrics["dice_initial"]["mean"], metrics["dice"]["mean"]
     print(f"affine: |error| max {err.max():.3f} mm (motion mean {moved.mean():.2f}, max "
           f"{moved.max():.2f}), Dice {before:.3f} -> {after:.3f}")  # fmt: skip
-    # observed: error max 0.09 mm, motion mean 1.9, max 2.95 mm, Dice 0.670 -> 0.952
+    # observed (40 + 40 iterations): error max 0.08 mm, motion mean 1.9, max 2.95 mm, Dice
+    # 0.670 -> 0.952; with 20 + 20 it stopped at 0.31 mm, Dice 0.949 (numpy 2.4, torchio 1.2,
+    # SimpleITK 2.5.7 on an Intel Xeon, 2026-12-02)
     assert err.max() < 0.3 and moved.mean() > 1.5
     assert after > 0.9 and after > before + 0.15
 
