@@ -212,6 +212,12 @@ class RegistrationNetModule(RegistrationModuleBase):
         self.label_weight = float(label_weight)
         if int(label_stride) != label_stride or label_stride < 1:
             raise ValueError(f"label_stride must be a positive integer; got {label_stride}")
+        if label_max_classes is not None and (
+            int(label_max_classes) != label_max_classes or label_max_classes < 1
+        ):
+            raise ValueError(
+                f"label_max_classes must be a positive integer or null; got {label_max_classes}"
+            )
 
     # ---------------------------------------------------------------------------- affine
     def _build_affine(

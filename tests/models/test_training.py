@@ -87,6 +87,12 @@ def test_physical_spacing_mode_uses_the_batch_spacing(tmp_path):
     assert torch.isfinite(tr.callback_metrics["val/loss"])
 
 
+def test_label_max_classes_is_checked_when_the_module_is_built():
+    with pytest.raises(ValueError, match="label_max_classes must be a positive integer"):
+        make_module("rdmm", (16, 16), label_max_classes=0)
+    assert make_module("rdmm", (16, 16), label_max_classes=3).hparams.label_max_classes == 3
+
+
 def test_image_shape_required_and_checked():
     from rdmm_lightning.models import AffineNetModule, RegistrationNetModule
 
