@@ -30,6 +30,7 @@ __all__ = [
     "NetInput",
     "PreWeightActivation",
     "NetworkPrecision",
+    "InferencePrecision",
     "LocalKernel",
     "Coordinates",
     "Side",
@@ -172,6 +173,17 @@ class NetworkPrecision(StrOption):
     several times faster where the hardware has bfloat16 matrix units (recent GPUs, CPUs with
     AMX) and slower where it has not."""
 
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+
+
+class InferencePrecision(StrOption):
+    """Network precision of a loaded checkpoint: ``auto`` keeps the trained
+    :class:`NetworkPrecision` except bfloat16 on a device without native bfloat16 arithmetic
+    (CPUs without AVX512-BF16/AMX, GPUs before Ampere), which runs in float32 instead (there
+    bfloat16 is emulated, 10-20x slower); ``float32`` or ``bfloat16`` force one."""
+
+    AUTO = "auto"
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
 

@@ -1,8 +1,9 @@
 """``rdmm evaluate``: register every pair of a CSV file and summarise Dice, folds and time.
 
 ``rdmm evaluate (--checkpoint CKPT | --model NAME) --pairs PAIRS.csv --out DIR [--resume]
-[--strict] [--num-steps K] [--refine-steps N] [--affine net|opt|none] [--device auto|cpu|cuda[:N]]
-[--threads N] [--max-time S] [--preset NAME] [--config F] [--print-config] [key=value ...]``
+[--strict] [--num-steps K] [--refine-steps N] [--affine net|opt|none] [--network-precision P]
+[--device auto|cpu|cuda[:N]] [--threads N] [--max-time S] [--preset NAME] [--config F]
+[--print-config] [key=value ...]``
 
 A thin layer over :func:`rdmm_lightning.pipeline.evaluate.evaluate_pairs` (which checks the
 options too): each pair is registered as ``rdmm infer`` (``--checkpoint``) or ``rdmm register``
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rdmm_lightning.cli.infer import add_affine_option
+from rdmm_lightning.cli.infer import add_affine_option, add_precision_option
 from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option, user_error
 from rdmm_lightning.cli.register import (
     INCOMPLETE,
@@ -46,7 +47,8 @@ kept, the others are registered."""
 EPILOG = """\
 --model only: --max-time (per pair), --preset, --config, --print-config and key=value overrides
   as for `rdmm register`, e.g. iterations=[30,20,10] similarity=ncc solver.num_steps=20
---checkpoint only: --num-steps, --refine-steps, --affine as for `rdmm infer`."""
+--checkpoint only: --num-steps, --refine-steps, --affine, --network-precision as for
+  `rdmm infer`."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--refine-steps", type=int, metavar="N", help="instance-optimisation steps (default 0)"
     )
     add_affine_option(parser)
+    add_precision_option(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.add_argument("--max-time", type=float, metavar="S", help="wall-clock limit per pair")
@@ -108,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
             num_steps=args.num_steps,
             refine_steps=args.refine_steps,
             affine=args.affine,
+            network_precision=args.network_precision,
             device=args.device,
             max_time=args.max_time,
             config=args.config,

@@ -1,8 +1,9 @@
 """``rdmm infer``: register two image files with a trained network checkpoint.
 
 ``rdmm infer --checkpoint CKPT SOURCE TARGET --out DIR [--source-label F] [--target-label F]
-[--num-steps K] [--refine-steps N] [--affine net|opt|none] [--device auto|cpu|cuda[:N]]
-[--threads N]``; ANTs' names work too: ``--moving SOURCE --fixed TARGET``.
+[--num-steps K] [--refine-steps N] [--affine net|opt|none] [--network-precision
+auto|float32|bfloat16] [--device auto|cpu|cuda[:N]] [--threads N]``; ANTs' names work too:
+``--moving SOURCE --fixed TARGET``.
 
 The work is :func:`rdmm_lightning.pipeline.run.infer_files`: both images go through the
 preprocessing recorded in the checkpoint (e.g. reoriented to RAS+, resized, intensities rescaled
@@ -21,7 +22,7 @@ import argparse
 
 from rdmm_lightning.cli.main import add_device_option, add_threads_option, user_error
 from rdmm_lightning.cli.register import add_image_arguments, image_arguments
-from rdmm_lightning.options import AffineStage, values
+from rdmm_lightning.options import AffineStage, InferencePrecision, values
 
 __all__ = ["add_parser"]
 
@@ -58,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="instance-optimisation steps after the network (default 0; not for affine)",
     )
     add_affine_option(parser)
+    add_precision_option(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=_run)
@@ -71,6 +73,16 @@ def add_affine_option(parser: argparse.ArgumentParser) -> None:
         choices=values(AffineStage),
         help="affine stage before a deformable network: the checkpoint's affine net (default "
         "when it has one), affine-opt on the pair (as rdmm register's), or none",
+    )
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """``--network-precision auto|float32|bfloat16`` (``args.network_precision``)."""
+    parser.add_argument(
+        "--network-precision",
+        choices=values(InferencePrecision),
+        help="precision of the networks: as trained (auto, the default; float32 instead of "
+        "bfloat16 on CPUs without AVX512-BF16/AMX and GPUs before Ampere), or forced",
     )
 
 
@@ -92,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             affine=args.affine,
+            network_precision=args.network_precision,
         )
     except ValueError as exc:
         raise user_error(exc) from exc

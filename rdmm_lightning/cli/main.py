@@ -35,6 +35,7 @@ OPTION_FLAGS = {
     "device": "--device",
     "max_time": "--max-time",
     "model": "--model",
+    "network_precision": "--network-precision",
     "num_steps": "--num-steps",
     "overrides": "key=value",
     "refine_steps": "--refine-steps",

@@ -92,6 +92,8 @@ class MultiStepAffineNet(nn.Module):
     are images ``(B, 1, *S)`` in [0, 1] (shifted to [-1, 1] inside).
     """
 
+    has_network_precision = True  # precision is settable (set_network_precision)
+
     def __init__(
         self,
         dim: int,

@@ -86,6 +86,8 @@ class UNet(nn.Module):
     scale and bias (heads use it for small or prior-matching initial outputs).
     """
 
+    has_network_precision = True  # precision is settable (set_network_precision)
+
     def __init__(
         self,
         dim: int,

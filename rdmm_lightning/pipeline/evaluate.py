@@ -95,6 +95,7 @@ def _checkpoint_registrar(
     device: str | None,
     threads: int | None = None,
     affine: str | None = None,
+    network_precision: str | None = None,
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Load the checkpoint once (options checked); returns the per-pair function
     (:func:`~.run.infer`), the model name and the options recorded in ``summary.json``."""
@@ -108,6 +109,7 @@ def _checkpoint_registrar(
         device=device,
         threads=threads,
         affine=affine,
+        network_precision=network_precision,
     )
     trained = network.module.num_steps if num_steps is None else num_steps
 
@@ -146,7 +148,7 @@ def _optimiser_registrar(
 
 
 PAIRWISE_ONLY = ("max_time", "config", "overrides")
-CHECKPOINT_ONLY = ("num_steps", "refine_steps", "affine")
+CHECKPOINT_ONLY = ("num_steps", "refine_steps", "affine", "network_precision")
 
 
 def check_evaluate_options(checkpoint: Any, model: Any, given: Mapping[str, Any]) -> None:
@@ -417,6 +419,7 @@ def evaluate_pairs(
     threads: int | None = None,
     resume: bool = False,
     affine: str | None = None,
+    network_precision: str | None = None,
 ) -> Evaluation:
     """Register every pair of ``pairs_csv`` and write ``out_dir`` (see the module docstring).
 
@@ -440,6 +443,8 @@ def evaluate_pairs(
             (see the module docstring); the results are those of an uninterrupted run.
         affine: the affine stage before a deformable network, ``"net"``, ``"opt"`` or
             ``"none"`` (checkpoint only; as ``rdmm infer --affine``).
+        network_precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (checkpoint only; as
+            ``rdmm infer --network-precision``).
 
     Returns:
         :class:`Evaluation` with the ``results.csv`` rows and the ``summary.json`` dict.
@@ -452,13 +457,14 @@ def evaluate_pairs(
     overrides = list(overrides)
     given = {"max_time": max_time, "config": config, "overrides": overrides or None}
     given.update(num_steps=num_steps, refine_steps=refine_steps, affine=affine)
+    given.update(network_precision=network_precision)
     check_evaluate_options(checkpoint, model, given)
     csv_name = os.fspath(pairs_csv)
     out = check_output_dir(out_dir)
     pairs = read_pairs_csv(csv_name)
     if checkpoint is not None:
         run, model_name, cfg = _checkpoint_registrar(
-            checkpoint, num_steps, refine_steps or 0, device, threads, affine
+            checkpoint, num_steps, refine_steps or 0, device, threads, affine, network_precision
         )
     else:
         run, model_name, cfg = _optimiser_registrar(

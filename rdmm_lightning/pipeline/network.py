@@ -26,8 +26,9 @@ import torch
 
 from ..io import Volume, read_image
 from ..io.preprocessing import PreprocessingConfig
+from ..nets.precision import resolve_inference_precision, set_network_precision
 from ..ops.affine import identity_affine
-from ..options import AffineStage, either, values
+from ..options import AffineStage, InferencePrecision, NetworkPrecision, either, values
 from ..result import RegistrationResult
 from ..runtime import choose_num_threads, num_threads, requested_threads, resolve_device
 from .config import OptionError
@@ -104,6 +105,8 @@ class Network:
         device: the device asked for (recorded in ``metrics.json``); None: the module's.
         affine: the affine stage, ``"net"``, ``"opt"`` or ``"none"`` (None: ``"net"`` when the
             checkpoint has one, else ``"none"``; :func:`resolve_affine_stage`).
+        network_precision: the precision the networks run in (``"float32"``/``"bfloat16"``;
+            None: as the module was built), recorded in ``metrics.json``.
     """
 
     module: Any
@@ -114,6 +117,7 @@ class Network:
     threads: int | None = None
     device: torch.device | None = None
     affine: str | None = None
+    network_precision: str | None = None
 
     def __post_init__(self) -> None:
         check_network_options(self.num_steps, self.refine_steps, self.model_name, self.name)
@@ -214,6 +218,7 @@ class Network:
             "affine": self.affine,
             "device": str(self.module.device if self.device is None else self.device),
             "threads": self.threads,
+            "network_precision": self.network_precision,
             "hparams": dict(self.module.hparams),
         }
 
@@ -226,10 +231,13 @@ def load_network(
     device: str | None = None,
     threads: int | None = None,
     affine: str | None = None,
+    network_precision: str | None = None,
 ) -> Network:
     """Check the options, load ``checkpoint`` (with its preprocessing record) onto ``device``
     (``"auto"``/None: CUDA when available, else CPU; ``"cpu"``, ``"cuda[:N]"``); ``affine``
-    the affine stage (:func:`resolve_affine_stage`).
+    the affine stage (:func:`resolve_affine_stage`); ``network_precision``
+    (:class:`~rdmm_lightning.options.InferencePrecision`, None: ``"auto"``): the trained
+    precision, except bfloat16 on a device without native bfloat16 (float32 there).
 
     Raises:
         ValueError: one line: a bad option (:class:`OptionError`), device or thread count, or a
@@ -239,9 +247,17 @@ def load_network(
     from ..pretrained import resolve_checkpoint
 
     check_network_options(num_steps, refine_steps)
+    if network_precision is not None and network_precision not in values(InferencePrecision):
+        raise OptionError(
+            ["network_precision"],
+            lambda n: f"{n[0]} must be {either(InferencePrecision)}; got {network_precision!r}",
+        )
     requested_threads(threads)  # a bad count or RDMM_NUM_THREADS fails before any work
     dev = resolve_device(device)
     module = load_registration_checkpoint(resolve_checkpoint(checkpoint))  # a path or a name
+    trained = module.hparams.get("network_precision") or NetworkPrecision.FLOAT32.value
+    precision = resolve_inference_precision(network_precision, trained, dev)
+    set_network_precision(module, precision)
     return Network(
         module=module.to(dev),
         preprocessing=module.preprocessing,
@@ -251,4 +267,5 @@ def load_network(
         threads=threads,
         device=dev,
         affine=affine,
+        network_precision=precision,
     )

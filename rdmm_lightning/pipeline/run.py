@@ -269,12 +269,13 @@ def infer_files(
     device: str | None = "auto",
     threads: int | None = None,
     affine: str | None = None,
+    network_precision: str | None = None,
 ) -> RegistrationResult:
     """``rdmm infer`` and :func:`rdmm_lightning.api.infer`: register two images (files or
     Volumes) with a checkpoint and write ``out`` (None: nothing written); returns the result,
     its metrics in ``extras["metrics"]``. Options as for :func:`~.network.load_network`
     (``affine``: the affine stage, ``"net"``, ``"opt"`` or ``"none"``; default ``"net"`` when
-    the checkpoint has one).
+    the checkpoint has one; ``network_precision``: ``"auto"``, ``"float32"`` or ``"bfloat16"``).
 
     Raises:
         ValueError: one line for every user error (checkpoint, inputs, options; bad options as
@@ -287,6 +288,7 @@ def infer_files(
         device=device,
         threads=threads,
         affine=affine,
+        network_precision=network_precision,
     )
     return infer(
         network, source, target, out_dir=out, source_label=source_label, target_label=target_label

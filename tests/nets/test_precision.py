@@ -97,3 +97,33 @@ def test_affine_net_in_bfloat16_returns_float32_matrices_near_float32():
     a, b = exact(src, tgt).matrix, mixed(src, tgt).matrix
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert (a - b).abs().max() < 1e-2
+
+
+def test_inference_precision_auto_follows_the_hardware_and_explicit_values_win(monkeypatch):
+    from rdmm_lightning.nets.precision import native_bfloat16, resolve_inference_precision
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # no bfloat16 dot products
+    assert not native_bfloat16("cpu")
+    assert resolve_inference_precision("auto", "bfloat16", "cpu") == "float32"
+    assert resolve_inference_precision(None, "bfloat16", "cpu") == "float32"
+    assert resolve_inference_precision("bfloat16", "float32", "cpu") == "bfloat16"
+    assert resolve_inference_precision("auto", "float32", "cpu") == "float32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    native = native_bfloat16("cpu")  # now the CPU's own answer
+    assert resolve_inference_precision("auto", "bfloat16", "cpu") == (
+        "bfloat16" if native else "float32"
+    )
+    with pytest.raises(ValueError, match="'auto', 'float32' or 'bfloat16'; got 'half'"):
+        resolve_inference_precision("half", "float32", "cpu")
+
+
+def test_set_network_precision_reaches_every_unet_of_a_registration_net():
+    from rdmm_lightning.nets.precision import set_network_precision
+
+    net = RegistrationNet("rdmm", 2, [0.05, 0.1], network_precision="bfloat16")
+    unets = [m for m in net.modules() if isinstance(m, UNet)]
+    assert len(unets) == 2 and all(u.precision == "bfloat16" for u in unets)
+    assert set_network_precision(net, "float32") == 2
+    assert all(u.precision == "float32" for u in unets)
+    with pytest.raises(ValueError, match="network precision must be"):
+        set_network_precision(net, "half")
