@@ -25,6 +25,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from ..options import NetworkPrecision
 from .callbacks import ConfigSnapshot, StepSeeds, checkpoint_callbacks
 from .checkpoint_io import AtomicCheckpointIO
 from .checks import check_config, check_files
@@ -166,12 +167,33 @@ def _build_objects(cfg: DictConfig) -> tuple[Any, pl.LightningModule, list[str]]
         torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
     datamodule = _build(cfg.data, "data")
     module = _build(cfg.model, "model")
+    warn_emulated_bfloat16(cfg, module)
     if resume is not None:
         check_same_model(resume, module, "ckpt_path")
     notes = []
     if cfg.init_from:
         notes = init_weights(module, str(cfg.init_from), bool(cfg.init_from_strict))
     return datamodule, module, notes
+
+
+def warn_emulated_bfloat16(cfg: DictConfig, module: Any) -> bool:
+    """Warn (and return True) when the model's networks are to train in bfloat16 on a CPU that
+    has no native bfloat16 arithmetic, where it is emulated and 10-20x slower than float32."""
+    from ..nets.precision import native_bfloat16
+
+    hparams = getattr(module, "hparams", {}) or {}
+    if hparams.get("network_precision") != NetworkPrecision.BFLOAT16:
+        return False
+    accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not on_cpu or native_bfloat16("cpu"):
+        return False
+    warnings.warn(
+        "model.network_precision=bfloat16 on a CPU without AVX512-BF16/AMX: the networks run "
+        "emulated, 10-20x slower than float32 there; set model.network_precision=float32",
+        stacklevel=2,
+    )
+    return True
 
 
 def _build_trainer(
