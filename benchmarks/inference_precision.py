@@ -20,14 +20,13 @@ import subprocess
 import sys
 import time
 
-PRECISIONS = ("float32", "bfloat16")
-
 
 def _measure(model: str, num_steps: int, repeats: int, threads: int) -> dict:
     import torch
 
     from rdmm_lightning.models import load_registration_checkpoint
     from rdmm_lightning.nets.precision import resolve_inference_precision, set_network_precision
+    from rdmm_lightning.options import NetworkPrecision
     from rdmm_lightning.pretrained import resolve_checkpoint
 
     torch.set_num_threads(threads)
@@ -40,7 +39,7 @@ def _measure(model: str, num_steps: int, repeats: int, threads: int) -> dict:
     trained = module.hparams.get("network_precision") or "float32"
     row = {"shape": shape, "trained": trained}
     row["auto"] = resolve_inference_precision("auto", trained, "cpu")
-    for precision in PRECISIONS:
+    for precision in (p.value for p in NetworkPrecision):
         set_network_precision(module, precision)
         times = []
         with torch.no_grad():
