@@ -20,6 +20,7 @@ from ..ops.affine import affine_to_map, check_affine, invert_affine
 from ..options import AffineStage, either, values
 from ..result import RegistrationResult
 from ..shooting import MODELS, SolverOptions
+from ..shooting.solver import DEFAULT_MAX_CFL
 from ..viz import registration_figure
 from .base import RegistrationModuleBase
 from .hparams import plain
@@ -63,6 +64,9 @@ class RegistrationNetModule(RegistrationModuleBase):
             (default; :class:`~rdmm_lightning.shooting.SolverOptions`); ``False`` keeps the graph
             of every step: about 1.5x faster shooting backward on the small grids the networks
             train on, at several times the memory (double backward needs it too).
+        solver_max_cfl: Courant limit of the fixed-step solver (``SolverOptions.max_cfl``): a
+            shot whose initial velocity moves more voxels per step takes more steps instead
+            of overflowing; ``None`` keeps ``solver_steps`` always.
         net_input: ``"full"`` or ``"low"`` resolution network inputs.
         momentum_clamp: optional bound on ``|m0|``.
         image_force: the momentum net also sees the image force ``(I - J) grad`` and adds a learnt
@@ -139,6 +143,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         solver_method: str = "rk4",
         solver_steps: int = 10,
         solver_checkpoint: bool = True,
+        solver_max_cfl: float | None = DEFAULT_MAX_CFL,
         net_input: str = "full",
         momentum_clamp: float | None = None,
         pre_weight_activation: str = "softplus",
@@ -193,7 +198,10 @@ class RegistrationNetModule(RegistrationModuleBase):
             prior_h2 = None
         self.hparams.update(sigmas=sigmas, kernel_weights=kernel_weights, prior_h2=prior_h2)
         self._setup_common(image_shape, spacing_mode)
-        solver = SolverOptions(solver_method, int(solver_steps), checkpoint=bool(solver_checkpoint))
+        solver = SolverOptions(
+            solver_method, int(solver_steps), checkpoint=bool(solver_checkpoint),
+            max_cfl=None if solver_max_cfl is None else float(solver_max_cfl),
+        )  # fmt: skip
         self.net = RegistrationNet(
             model, self.dim, sigmas, kernel_weights, weight_sigma, prior_h2, features,
             lowres_factor, solver, net_input,

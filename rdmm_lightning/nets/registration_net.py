@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from ..grid import Grid
@@ -206,6 +207,10 @@ class RegistrationNet(nn.Module):
     ) -> NetOutput:
         """Register ``source`` to ``target`` (``(B, 1, *S)``, [0, 1]) in ``num_steps`` steps.
 
+        A step whose shot diverges (a non-finite map even within the solver's Courant limit)
+        ends the loop: its map is the output, so the loss is not finite and training skips
+        the update (see ``on_before_optimizer_step``) instead of failing on the next step.
+
         With ``forward_map`` and an ``initial_map``, pass its inverse as ``initial_forward``.
         """
         shape = tuple(source.shape[2:])
@@ -222,6 +227,8 @@ class RegistrationNet(nn.Module):
             )  # fmt: skip
             steps.append(StepOutput(m0, h0, shot, phi_inv, phi if forward_map else None))
             phi_inv, phi = shot.phi_inv, shot.phi
+            if len(steps) < num_steps and not bool(torch.isfinite(phi_inv).all()):
+                break  # a diverged shot: its non-finite map is the output (no NaN net inputs)
         if phi_inv is None:
             raise ValueError("num_steps must be >= 1")
         warped = warp_image(source, phi_inv, spacing)

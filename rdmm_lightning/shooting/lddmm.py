@@ -15,7 +15,7 @@ from ..grid import Grid
 from ..ops.grid import identity_map
 from ..ops.smoothing import FourierKernels, fft_convolve, fourier_gaussian_kernels
 from .result import ShootingResult, validate_momentum
-from .solver import SolverOptions, integrate
+from .solver import SolverOptions, integrate_shot
 from .terms import advect_map_rhs, epdiff_rhs, lagrangian_rhs
 
 __all__ = ["EPDiffDynamics", "shoot_lddmm"]
@@ -64,7 +64,8 @@ def shoot_lddmm(
     ident = identity_map(m0.shape[2:], spacing, dtype=m0.dtype, device=m0.device)
     ident = ident.expand(m0.shape[0], *ident.shape[1:])
     state = (m0, ident.clone()) + ((ident.clone(),) if forward_map else ())
-    sol = integrate(dyn, state, solver, times)
+    velocity0 = dyn.velocity(m0)
+    sol = integrate_shot(dyn, state, solver, velocity0, spacing, times)
     traj = None
     if times is not None:
         traj = {"m": sol[0], "phi_inv": sol[1]}
@@ -74,7 +75,7 @@ def shoot_lddmm(
         phi_inv=sol[1][-1],
         phi=sol[2][-1] if forward_map else None,
         momentum=sol[0][-1],
-        velocity0=dyn.velocity(m0),
+        velocity0=velocity0,
         spacing=spacing,
         trajectory=traj,
     )

@@ -34,7 +34,7 @@ from ..ops.smoothing import (
 from ..ops.warp import sample_field
 from ..options import HMode, values
 from .result import ShootingResult, validate_momentum, validate_pre_weights
-from .solver import SolverOptions, integrate
+from .solver import SolverOptions, integrate_shot
 from .terms import advect_map_rhs, epdiff_rhs, lagrangian_rhs, region_specific_velocity
 
 __all__ = ["RDMMDynamics", "shoot_rdmm", "H_MODES"]
@@ -148,7 +148,9 @@ def shoot_rdmm(
     ident = identity_map(m0.shape[2:], spacing, dtype=m0.dtype, device=m0.device)
     ident = ident.expand(m0.shape[0], *ident.shape[1:])
     state = (m0, h0, ident.clone()) + ((ident.clone(),) if forward_map else ())
-    sol = integrate(dyn, state, solver, times)
+    w0 = dyn.weights(h0)
+    v0, _ = region_specific_velocity(m0, w0, kernels)
+    sol = integrate_shot(dyn, state, solver, v0, spacing, times)
     h1 = sol[1][-1]
     if h_mode == "interpolate":
         h1 = sample_field(h0, sol[2][-1], spacing, padding_mode="border")
@@ -157,8 +159,6 @@ def shoot_rdmm(
         traj = {"m": sol[0], "h": sol[1], "phi_inv": sol[2]}
         if forward_map:
             traj["phi"] = sol[3]
-    w0 = dyn.weights(h0)
-    v0, _ = region_specific_velocity(m0, w0, kernels)
     return ShootingResult(
         phi_inv=sol[2][-1],
         phi=sol[3][-1] if forward_map else None,

@@ -12,7 +12,7 @@ from ..grid import Grid
 from ..ops.grid import identity_map
 from ..ops.smoothing import multi_gaussian_smooth
 from .result import ShootingResult, validate_momentum
-from .solver import SolverOptions, integrate
+from .solver import SolverOptions, integrate, steps_for_velocity
 from .terms import advect_map_rhs, lagrangian_rhs
 
 __all__ = ["VelocityAdvection", "integrate_velocity", "shoot_vsvf"]
@@ -49,6 +49,7 @@ def integrate_velocity(
     validate_momentum(v, "v")
     solver = solver or SolverOptions()
     spacing = Grid.from_domain_spacing(v.shape[2:], spacing).domain_spacing
+    solver = steps_for_velocity(solver, v, spacing)
     ident = identity_map(v.shape[2:], spacing, dtype=v.dtype, device=v.device)
     ident = ident.expand(v.shape[0], *ident.shape[1:])
     state: tuple[Tensor, ...] = (ident.clone(),)

@@ -210,3 +210,34 @@ def test_solver_without_checkpointing_gives_the_same_loss_and_gradients(model):
     assert len(grads_a) == len(grads_b) > 0
     for a, b in zip(grads_a, grads_b):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
+
+
+def _fast_rdmm_module(std: float, **kw):
+    """A K=2 rdmm module with 2 solver steps whose momentum head predicts large momenta."""
+    torch.manual_seed(0)
+    module = make_module("rdmm", (24, 24), num_steps=2, solver_steps=2, log_figures=False, **kw)
+    with torch.no_grad():
+        module.net.momentum_net.unet.out.weight.normal_(std=std)
+    return module
+
+
+def test_the_courant_limit_keeps_a_fast_first_step_finite():
+    """Large predicted momenta (the velocity grows during the shot) overflow the 2-step solver;
+    the module's Courant limit (default ``solver_max_cfl``) takes more steps instead."""
+    batch = batch_of((24, 24), shift=3)
+    module = _fast_rdmm_module(1.0)
+    assert module.net.unit.solver.max_cfl == 2.0
+    assert bool(torch.isfinite(module.training_step(batch, 0)))
+    unlimited = _fast_rdmm_module(1.0, solver_max_cfl=None)
+    assert unlimited.net.unit.solver.max_cfl is None
+    assert not bool(torch.isfinite(unlimited.training_step(batch, 0)))
+
+
+def test_a_diverged_first_step_gives_a_non_finite_loss_not_an_error():
+    """Beyond the Courant limit's step cap the first step's map is not finite: the K=2 loop
+    stops there (the loss is not finite, so training skips the update) instead of raising on
+    the NaN momentum the network would predict from the NaN-warped image."""
+    batch = batch_of((24, 24), shift=3)
+    module = _fast_rdmm_module(5.0)
+    loss = module.training_step(batch, 0)
+    assert not bool(torch.isfinite(loss))
