@@ -65,9 +65,10 @@ class SolverOptions:
             for double backward).
         max_cfl: fixed-step methods: a shot whose initial velocity would move more than
             ``max_cfl`` voxels in one step takes more steps, the fewest that keep it within,
-            and a shot that still overflows (its velocity grew on the way) is repeated with
-            twice the steps; at most ``MAX_STEP_FACTOR`` times ``num_steps`` (see
-            :func:`integrate_shot`). ``None``: always ``num_steps``.
+            and an LDDMM/RDMM shot that still overflows (its velocity grew on the way) is
+            repeated with twice the steps (vSVF's velocity is stationary: no repeat needed);
+            at most ``MAX_STEP_FACTOR`` times ``num_steps`` (see :func:`integrate_shot`).
+            ``None``: always ``num_steps``.
     """
 
     method: str = "rk4"
