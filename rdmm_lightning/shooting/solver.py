@@ -90,8 +90,10 @@ class SolverOptions:
             raise ValueError(f"solver rtol/atol must be > 0; got {self.rtol}, {self.atol}")
         if not isinstance(self.checkpoint, bool):
             raise ValueError(f"solver checkpoint must be true or false; got {self.checkpoint!r}")
-        if self.max_cfl is not None and not float(self.max_cfl) > 0:
-            raise ValueError(f"solver max_cfl must be > 0 or null; got {self.max_cfl!r}")
+        if self.max_cfl is not None and not (
+            isinstance(self.max_cfl, (int, float)) and float(self.max_cfl) > 0
+        ):
+            raise ValueError(f"solver max_cfl must be a number > 0 or null; got {self.max_cfl!r}")
 
 
 def steps_for_velocity(

@@ -98,7 +98,7 @@ def test_steps_for_velocity_counts_voxels_per_step_on_the_finest_axis():
     assert steps_for_velocity(solver, v, spacing).num_steps == 2
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "abc"])
 def test_max_cfl_must_be_positive(bad):
     with pytest.raises(ValueError, match="max_cfl"):
         SolverOptions("rk4", 5, max_cfl=bad)
