@@ -124,6 +124,7 @@ def infer(
     threads: int | None = None,
     affine: str | None = None,
     network_precision: str | None = None,
+    compile_shooting: bool = False,
 ) -> RegistrationResult:
     """Register ``source`` to ``target`` with a trained network checkpoint (``rdmm infer`` in
     Python).
@@ -150,6 +151,9 @@ def infer(
         network_precision: ``"auto"``/None (as trained, but float32 instead of bfloat16 on a
             device without native bfloat16, where it is 10-20x slower), ``"float32"`` or
             ``"bfloat16"``.
+        compile_shooting: shoot with the right-hand side through ``torch.compile`` (faster
+            shooting and instance optimisation after tens of seconds of compiling, which later
+            calls on the same grid in the process reuse).
 
     Returns:
         The :class:`RegistrationResult` on the network's working grid, with
@@ -164,7 +168,7 @@ def infer(
     return infer_files(
         checkpoint, source, target, out, source_label=source_label, target_label=target_label,
         num_steps=num_steps, refine_steps=refine_steps, device=device, threads=threads,
-        affine=affine, network_precision=network_precision,
+        affine=affine, network_precision=network_precision, compile_shooting=compile_shooting,
     )  # fmt: skip
 
 

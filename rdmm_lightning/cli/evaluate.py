@@ -2,6 +2,7 @@
 
 ``rdmm evaluate (--checkpoint CKPT | --model NAME) --pairs PAIRS.csv --out DIR [--resume]
 [--strict] [--num-steps K] [--refine-steps N] [--affine net|opt|none] [--network-precision P]
+[--compile-shooting]
 [--device auto|cpu|cuda[:N]] [--threads N] [--max-time S] [--preset NAME] [--config F]
 [--print-config] [key=value ...]``
 
@@ -21,7 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rdmm_lightning.cli.infer import add_affine_option, add_precision_option
+from rdmm_lightning.cli.infer import (
+    add_affine_option,
+    add_compile_option,
+    add_precision_option,
+)
 from rdmm_lightning.cli.main import CLIError, add_device_option, add_threads_option, user_error
 from rdmm_lightning.cli.register import (
     INCOMPLETE,
@@ -47,8 +52,8 @@ kept, the others are registered."""
 EPILOG = """\
 --model only: --max-time (per pair), --preset, --config, --print-config and key=value overrides
   as for `rdmm register`, e.g. iterations=[30,20,10] similarity=ncc solver.num_steps=20
---checkpoint only: --num-steps, --refine-steps, --affine, --network-precision as for
-  `rdmm infer`."""
+--checkpoint only: --num-steps, --refine-steps, --affine, --network-precision,
+  --compile-shooting as for `rdmm infer` (with --model: solver.compile=true)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_affine_option(parser)
     add_precision_option(parser)
+    add_compile_option(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.add_argument("--max-time", type=float, metavar="S", help="wall-clock limit per pair")
@@ -112,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
             refine_steps=args.refine_steps,
             affine=args.affine,
             network_precision=args.network_precision,
+            compile_shooting=args.compile_shooting,
             device=args.device,
             max_time=args.max_time,
             config=args.config,

@@ -2,8 +2,8 @@
 
 ``rdmm infer --checkpoint CKPT SOURCE TARGET --out DIR [--source-label F] [--target-label F]
 [--num-steps K] [--refine-steps N] [--affine net|opt|none] [--network-precision
-auto|float32|bfloat16] [--device auto|cpu|cuda[:N]] [--threads N]``; ANTs' names work too:
-``--moving SOURCE --fixed TARGET``.
+auto|float32|bfloat16] [--compile-shooting] [--device auto|cpu|cuda[:N]] [--threads N]``;
+ANTs' names work too: ``--moving SOURCE --fixed TARGET``.
 
 The work is :func:`rdmm_lightning.pipeline.run.infer_files`: both images go through the
 preprocessing recorded in the checkpoint (e.g. reoriented to RAS+, resized, intensities rescaled
@@ -60,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_affine_option(parser)
     add_precision_option(parser)
+    add_compile_option(parser)
     add_device_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=_run)
@@ -86,6 +87,18 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_compile_option(parser: argparse.ArgumentParser) -> None:
+    """``--compile-shooting`` (``args.compile_shooting``: True, or None when not given)."""
+    parser.add_argument(
+        "--compile-shooting",
+        action="store_const",
+        const=True,
+        help="shoot with the right-hand side through torch.compile: faster shooting and "
+        "instance optimisation after tens of seconds of compiling (pays over many pairs or "
+        "--refine-steps)",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from rdmm_lightning.pipeline.run import infer_files
 
@@ -105,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             affine=args.affine,
             network_precision=args.network_precision,
+            compile_shooting=bool(args.compile_shooting),
         )
     except ValueError as exc:
         raise user_error(exc) from exc

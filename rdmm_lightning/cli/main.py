@@ -31,6 +31,7 @@ SUBCOMMANDS = ("register", "infer", "warp", "evaluate", "data", "train", "models
 OPTION_FLAGS = {
     "affine": "--affine",
     "checkpoint": "--checkpoint",
+    "compile_shooting": "--compile-shooting",
     "config": "--config",
     "device": "--device",
     "max_time": "--max-time",

@@ -67,6 +67,9 @@ class RegistrationNetModule(RegistrationModuleBase):
         solver_max_cfl: Courant limit of the fixed-step solver (``SolverOptions.max_cfl``): a
             shot whose initial velocity moves more voxels per step takes more steps instead
             of overflowing; ``None`` keeps ``solver_steps`` always.
+        solver_compile: evaluate the shooting right-hand side through ``torch.compile``
+            (``SolverOptions.compile``): fused kernels, about 2x faster RDMM shooting on a 64x64
+            grid on a CPU, after tens of seconds of compiling on the first step.
         net_input: ``"full"`` or ``"low"`` resolution network inputs.
         momentum_clamp: optional bound on ``|m0|``.
         image_force: the momentum net also sees the image force ``(I - J) grad`` and adds a learnt
@@ -144,6 +147,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         solver_steps: int = 10,
         solver_checkpoint: bool = True,
         solver_max_cfl: float | None = DEFAULT_MAX_CFL,
+        solver_compile: bool = False,
         net_input: str = "full",
         momentum_clamp: float | None = None,
         pre_weight_activation: str = "softplus",
@@ -201,6 +205,7 @@ class RegistrationNetModule(RegistrationModuleBase):
         solver = SolverOptions(
             solver_method, int(solver_steps), checkpoint=bool(solver_checkpoint),
             max_cfl=None if solver_max_cfl is None else float(solver_max_cfl),
+            compile=bool(solver_compile),
         )  # fmt: skip
         self.net = RegistrationNet(
             model, self.dim, sigmas, kernel_weights, weight_sigma, prior_h2, features,

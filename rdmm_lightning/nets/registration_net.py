@@ -18,7 +18,7 @@ of that step's moving image (the source itself for the first step without an ini
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -141,6 +141,12 @@ class RegistrationNet(nn.Module):
                 dim, len(self.sigmas), prior_h2, features, pre_weight_activation,
                 precision=network_precision,
             )  # fmt: skip
+
+    def set_solver_compile(self, compile: bool) -> None:
+        """Shoot with the right-hand side through ``torch.compile`` or not
+        (``SolverOptions.compile``), e.g. at inference of a network trained without it."""
+        for unit in (self.unit, self.unit_forward):
+            unit.solver = replace(unit.solver, compile=bool(compile))
 
     def grids(
         self, shape: Sequence[int], spacing: Sequence[float]

@@ -48,6 +48,22 @@ def _diff_forward(f: Tensor, dim: int, h: float, bc: str) -> Tensor:
     return out
 
 
+def _diff_traceable(f: Tensor, dim: int, h: float, bc: str) -> Tensor:
+    """:func:`_diff_forward` from differentiable out-of-place operations only, for
+    ``torch.compile`` (which fuses them and derives their backward); same values."""
+    n = f.shape[dim]
+    inner = (f.narrow(dim, 2, n - 2) - f.narrow(dim, 0, n - 2)) * (0.5 / h)
+    if bc == "neumann":
+        first = last = torch.zeros_like(f.narrow(dim, 0, 1))
+    elif bc == "zero":
+        first = f.narrow(dim, 1, 1) * (0.5 / h)
+        last = f.narrow(dim, n - 2, 1) * (-0.5 / h)
+    else:
+        first = (f.narrow(dim, 1, 1) - f.narrow(dim, 0, 1)) * (1.0 / h)
+        last = (f.narrow(dim, n - 1, 1) - f.narrow(dim, n - 2, 1)) * (1.0 / h)
+    return torch.cat([first, inner, last], dim)
+
+
 def _diff_adjoint(g: Tensor, dim: int, h: float, bc: str) -> Tensor:
     """Transpose of :func:`_diff_forward` applied to ``g``."""
     if bc == "zero":
@@ -101,6 +117,8 @@ def central_diff(f: Tensor, axis: int, h: float, ndim: int, bc: str = "neumann")
     n = f.shape[dim]
     if n < 3:
         raise ValueError(f"central differences need at least 3 voxels along axis {axis}; got {n}")
+    if torch.compiler.is_compiling():
+        return _diff_traceable(f, dim, float(h), bc)
     if torch.is_grad_enabled() and f.requires_grad:
         return _CentralDiff.apply(f, dim, float(h), bc)
     return _diff_forward(f, dim, float(h), bc)

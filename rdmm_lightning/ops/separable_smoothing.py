@@ -256,6 +256,26 @@ def _apply_weighted(m: Tensor, w: Tensor, op: SeparableOperator) -> Tensor:
     return out
 
 
+def _apply_traceable(f: Tensor, op: SeparableOperator) -> Tensor:
+    """:func:`_apply` from out-of-place operations only, for ``torch.compile``; same values."""
+    if op.combined:
+        out = _apply_term(f, op.terms[0])
+        for term in op.terms[1:]:
+            out = out + _apply_term(f, term)
+        return out
+    if len(op.terms) == 1:
+        return _apply_term(f, op.terms[0])
+    k_dim = f.dim() - len(op.shape) - 2
+    parts = [_apply_term(f.select(k_dim, i), term) for i, term in enumerate(op.terms)]
+    return torch.stack(parts, dim=k_dim)
+
+
+def _apply_weighted_traceable(m: Tensor, w: Tensor, op: SeparableOperator) -> Tensor:
+    """:func:`_apply_weighted` from out-of-place operations only, for ``torch.compile``."""
+    parts = [_apply_term(w[:, i : i + 1] * m, term) for i, term in enumerate(op.terms)]
+    return torch.stack(parts, dim=1)
+
+
 class _SeparableFunction(torch.autograd.Function):
     """Separable operator with the backward pass ``op.adjoint`` applied to the gradient
     (``op`` itself when symmetric): nothing but the cached factors (held by ``op``) is kept."""
@@ -274,6 +294,8 @@ def apply_separable(f: Tensor, op: SeparableOperator) -> Tensor:
     """Apply ``op`` to ``f: (..., *S)``: ``(B, C, *S)`` for a single or combined operator,
     ``(B, K, C, *S)`` for K kernels (kernel ``k`` on ``f[:, k]``). Shapes are checked by the
     callers in :mod:`~rdmm_lightning.ops.smoothing`."""
+    if torch.compiler.is_compiling():
+        return _apply_traceable(f, op)
     if torch.is_grad_enabled() and f.requires_grad:
         return _SeparableFunction.apply(f, op)
     return _apply(f, op)
@@ -310,6 +332,8 @@ class _WeightedSeparableFunction(torch.autograd.Function):
 def apply_separable_weighted(m: Tensor, w: Tensor, op: SeparableOperator) -> Tensor:
     """``(B, K, D, *S)`` stack ``nu_i = K_i (w_i m)`` for ``m: (B, D, *S)``, ``w: (B, K, *S)``
     and K (not combined) kernels. Shapes are checked by the caller."""
+    if torch.compiler.is_compiling():
+        return _apply_weighted_traceable(m, w, op)
     if torch.is_grad_enabled() and (m.requires_grad or w.requires_grad):
         return _WeightedSeparableFunction.apply(m, w, op)
     return _apply_weighted(m, w, op)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -46,6 +47,8 @@ __all__ = [
     "weighted_convolve",
     "gaussian_smooth",
     "multi_gaussian_smooth",
+    "PreWeightSmoothing",
+    "pre_weight_smoothing",
     "smooth_pre_weights",
     "smooth_pre_weights_adjoint",
     "local_sigma",
@@ -94,8 +97,13 @@ class FourierKernels:
         padded: tuple[int, ...],
         count: int,
         separable: SeparableOperator | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ):
         self._hat = hat
+        self.dtype = dtype
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self.shape = shape
         self.padded = padded
         self.count = count
@@ -147,7 +155,7 @@ def _kernels_cached(
             return _kernels_cached(shape, sigmas, weights, spacing, dtype, device, 0.0).hat
 
         op = separable_operator(shape, sigmas, weights, spacing, TRUNCATE, tol, dtype, device)
-        return FourierKernels(exact_hat, shape, padded, count, op)
+        return FourierKernels(exact_hat, shape, padded, count, op, dtype=dtype, device=device)
     ndim = len(shape)
     hats = []
     for sigma in sigmas:
@@ -163,7 +171,8 @@ def _kernels_cached(
     if weights is not None:
         w = torch.tensor(weights, dtype=torch.float64).view(-1, *([1] * ndim))
         stack = (stack * w).sum(dim=0, keepdim=True)
-    return FourierKernels(stack.to(dtype=dtype, device=device).contiguous(), shape, padded, count)
+    stack = stack.to(dtype=dtype, device=device).contiguous()
+    return FourierKernels(stack, shape, padded, count, dtype=dtype, device=device)
 
 
 def fourier_gaussian_kernels(
@@ -290,53 +299,81 @@ def multi_gaussian_smooth(
     return fft_convolve(f, kern)
 
 
-def _normaliser(
-    shape: Sequence[int], sigma: float, spacing: Sequence[float], like: Tensor
-) -> Tensor:
-    return _normaliser_cached(tuple(shape), float(sigma), tuple(spacing), like.dtype, like.device)
+@dataclass(frozen=True, eq=False)
+class PreWeightSmoothing:
+    """The normalised pre-weight smoothing ``S h = (G_sigma * h) / (G_sigma * 1)`` on one grid
+    (``sigma <= 0``: the identity), resolved once so that applying it looks nothing up (the
+    shooting right-hand side calls it at every stage, also inside ``torch.compile``).
+
+    ``operator``: the fast separable operator (division folded into its factors) and
+    ``adjoint_operator`` its transpose, or None for the exact FFT convolution with ``kernels``
+    divided by ``normaliser = G_sigma * 1``."""
+
+    sigma: float
+    operator: SeparableOperator | None = None
+    adjoint_operator: SeparableOperator | None = None
+    kernels: FourierKernels | None = None
+    normaliser: Tensor | None = None
+
+    def __call__(self, h: Tensor) -> Tensor:
+        """``S h`` for ``h: (B, N, *S)``."""
+        if self.sigma <= 0:
+            return h
+        if self.operator is not None:
+            return apply_separable(h, self.operator)
+        return fft_convolve(h, self.kernels) / self.normaliser
+
+    def adjoint(self, g: Tensor) -> Tensor:
+        """``S^T g = G_sigma * (g / (G_sigma * 1))`` for ``g: (B, N, *S)``."""
+        if self.sigma <= 0:
+            return g
+        if self.operator is not None:
+            return apply_separable(g, self.adjoint_operator)
+        return fft_convolve(g / self.normaliser, self.kernels)
+
+
+def pre_weight_smoothing(
+    shape: Sequence[int],
+    sigma: float,
+    spacing: Sequence[float],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> PreWeightSmoothing:
+    """Cached :class:`PreWeightSmoothing` of std ``sigma`` (domain units) on a grid of ``shape``
+    and ``spacing``: the fast operator below float64 (:func:`default_kernel_tol`), the exact
+    FFT in float64."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return _pre_weight_smoothing_cached(
+        tuple(int(n) for n in shape), float(sigma), tuple(float(h) for h in spacing), dtype, device
+    )
 
 
 @lru_cache(maxsize=32)
-def _normaliser_cached(
+def _pre_weight_smoothing_cached(
     shape: tuple[int, ...], sigma: float, spacing: tuple[float, ...], dtype, device
-) -> Tensor:
+) -> PreWeightSmoothing:
+    if sigma <= 0:
+        return PreWeightSmoothing(sigma)
+    tol = default_kernel_tol(dtype)
+    if tol > 0:
+        op = normalized_separable_operator(shape, sigma, spacing, TRUNCATE, tol, dtype, device)
+        return PreWeightSmoothing(sigma, operator=op, adjoint_operator=op.adjoint)
+    kernels = fourier_gaussian_kernels(shape, (sigma,), spacing, dtype=dtype, device=device)
     ones = torch.ones((1, 1, *shape), dtype=dtype, device=device)
-    return gaussian_smooth(ones, sigma, spacing)
-
-
-def _normalized_operator(
-    f: Tensor, sigma: float, spacing: Sequence[float]
-) -> SeparableOperator | None:
-    """The fast operator ``S`` for ``f``'s grid and dtype, or None where the FFT is exact."""
-    tol = default_kernel_tol(f.dtype)
-    if tol == 0:
-        return None
-    shape = tuple(f.shape[2:])
-    return normalized_separable_operator(
-        shape, float(sigma), tuple(float(h) for h in spacing), TRUNCATE, tol, f.dtype, f.device
-    )
+    return PreWeightSmoothing(sigma, kernels=kernels, normaliser=fft_convolve(ones, kernels))
 
 
 def smooth_pre_weights(h: Tensor, sigma: float, spacing: Sequence[float]) -> Tensor:
     """Weights ``w = S h = (G_sigma * h) / (G_sigma * 1)`` from pre-weights ``h: (B, N, *S)``
     (normalised convolution: constant pre-weights stay exactly constant). ``G_sigma`` as in
-    :func:`gaussian_smooth`; with the fast operator, the division is folded into its factors."""
-    if sigma <= 0:
-        return h
-    op = _normalized_operator(h, sigma, spacing)
-    if op is not None:
-        return apply_separable(h, op)
-    return gaussian_smooth(h, sigma, spacing) / _normaliser(h.shape[2:], sigma, spacing, h)
+    :func:`gaussian_smooth`; with the fast operator, the division is folded into its factors
+    (see :class:`PreWeightSmoothing`)."""
+    return pre_weight_smoothing(h.shape[2:], sigma, spacing, h.dtype, h.device)(h)
 
 
 def smooth_pre_weights_adjoint(g: Tensor, sigma: float, spacing: Sequence[float]) -> Tensor:
     """Adjoint ``S^T g = G_sigma * (g / (G_sigma * 1))`` of :func:`smooth_pre_weights`."""
-    if sigma <= 0:
-        return g
-    op = _normalized_operator(g, sigma, spacing)
-    if op is not None:
-        return apply_separable(g, op.adjoint)
-    return gaussian_smooth(g / _normaliser(g.shape[2:], sigma, spacing, g), sigma, spacing)
+    return pre_weight_smoothing(g.shape[2:], sigma, spacing, g.dtype, g.device).adjoint(g)
 
 
 def local_sigma(w: Tensor, sigmas: Sequence[float]) -> Tensor:

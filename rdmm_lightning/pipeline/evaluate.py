@@ -96,6 +96,7 @@ def _checkpoint_registrar(
     threads: int | None = None,
     affine: str | None = None,
     network_precision: str | None = None,
+    compile_shooting: bool = False,
 ) -> tuple[Registrar, str, dict[str, Any]]:
     """Load the checkpoint once (options checked); returns the per-pair function
     (:func:`~.run.infer`), the model name and the options recorded in ``summary.json``."""
@@ -110,6 +111,7 @@ def _checkpoint_registrar(
         threads=threads,
         affine=affine,
         network_precision=network_precision,
+        compile_shooting=compile_shooting,
     )
     trained = network.module.num_steps if num_steps is None else num_steps
 
@@ -148,7 +150,7 @@ def _optimiser_registrar(
 
 
 PAIRWISE_ONLY = ("max_time", "config", "overrides")
-CHECKPOINT_ONLY = ("num_steps", "refine_steps", "affine", "network_precision")
+CHECKPOINT_ONLY = ("num_steps", "refine_steps", "affine", "network_precision", "compile_shooting")
 
 
 def check_evaluate_options(checkpoint: Any, model: Any, given: Mapping[str, Any]) -> None:
@@ -420,6 +422,7 @@ def evaluate_pairs(
     resume: bool = False,
     affine: str | None = None,
     network_precision: str | None = None,
+    compile_shooting: bool | None = None,
 ) -> Evaluation:
     """Register every pair of ``pairs_csv`` and write ``out_dir`` (see the module docstring).
 
@@ -445,6 +448,9 @@ def evaluate_pairs(
             ``"none"`` (checkpoint only; as ``rdmm infer --affine``).
         network_precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (checkpoint only; as
             ``rdmm infer --network-precision``).
+        compile_shooting: shoot with the right-hand side through ``torch.compile``
+            (checkpoint only; as ``rdmm infer --compile-shooting``; the first pair compiles;
+            for ``model``, set ``solver.compile`` in the config instead).
 
     Returns:
         :class:`Evaluation` with the ``results.csv`` rows and the ``summary.json`` dict.
@@ -457,15 +463,16 @@ def evaluate_pairs(
     overrides = list(overrides)
     given = {"max_time": max_time, "config": config, "overrides": overrides or None}
     given.update(num_steps=num_steps, refine_steps=refine_steps, affine=affine)
-    given.update(network_precision=network_precision)
+    given.update(network_precision=network_precision, compile_shooting=compile_shooting)
     check_evaluate_options(checkpoint, model, given)
     csv_name = os.fspath(pairs_csv)
     out = check_output_dir(out_dir)
     pairs = read_pairs_csv(csv_name)
     if checkpoint is not None:
         run, model_name, cfg = _checkpoint_registrar(
-            checkpoint, num_steps, refine_steps or 0, device, threads, affine, network_precision
-        )
+            checkpoint, num_steps, refine_steps or 0, device, threads, affine,
+            network_precision, bool(compile_shooting),
+        )  # fmt: skip
     else:
         run, model_name, cfg = _optimiser_registrar(
             model, device, max_time, config, overrides, threads

@@ -107,6 +107,8 @@ class Network:
             checkpoint has one, else ``"none"``; :func:`resolve_affine_stage`).
         network_precision: the precision the networks run in (``"float32"``/``"bfloat16"``;
             None: as the module was built), recorded in ``metrics.json``.
+        compile_shooting: the shooting right-hand side runs through ``torch.compile``
+            (``SolverOptions.compile``), recorded in ``metrics.json``.
     """
 
     module: Any
@@ -118,6 +120,7 @@ class Network:
     device: torch.device | None = None
     affine: str | None = None
     network_precision: str | None = None
+    compile_shooting: bool = False
 
     def __post_init__(self) -> None:
         check_network_options(self.num_steps, self.refine_steps, self.model_name, self.name)
@@ -219,6 +222,7 @@ class Network:
             "device": str(self.module.device if self.device is None else self.device),
             "threads": self.threads,
             "network_precision": self.network_precision,
+            "compile_shooting": self.compile_shooting,
             "hparams": dict(self.module.hparams),
         }
 
@@ -232,12 +236,15 @@ def load_network(
     threads: int | None = None,
     affine: str | None = None,
     network_precision: str | None = None,
+    compile_shooting: bool = False,
 ) -> Network:
     """Check the options, load ``checkpoint`` (with its preprocessing record) onto ``device``
     (``"auto"``/None: CUDA when available, else CPU; ``"cpu"``, ``"cuda[:N]"``); ``affine``
     the affine stage (:func:`resolve_affine_stage`); ``network_precision``
     (:class:`~rdmm_lightning.options.InferencePrecision`, None: ``"auto"``): the trained
-    precision, except bfloat16 on a device without native bfloat16 (float32 there).
+    precision, except bfloat16 on a device without native bfloat16 (float32 there);
+    ``compile_shooting``: shoot with the right-hand side through ``torch.compile`` (faster on
+    many pairs of one grid; the first pair compiles; no effect for an affine-net).
 
     Raises:
         ValueError: one line: a bad option (:class:`OptionError`), device or thread count, or a
@@ -258,6 +265,9 @@ def load_network(
     trained = module.hparams.get("network_precision") or NetworkPrecision.FLOAT32.value
     precision = resolve_inference_precision(network_precision, trained, dev)
     set_network_precision(module, precision)
+    shoots = hasattr(module, "net") and hasattr(module.net, "set_solver_compile")
+    if shoots:
+        module.net.set_solver_compile(compile_shooting)
     return Network(
         module=module.to(dev),
         preprocessing=module.preprocessing,
@@ -268,4 +278,5 @@ def load_network(
         device=dev,
         affine=affine,
         network_precision=precision,
+        compile_shooting=bool(compile_shooting) and shoots,
     )

@@ -270,12 +270,14 @@ def infer_files(
     threads: int | None = None,
     affine: str | None = None,
     network_precision: str | None = None,
+    compile_shooting: bool = False,
 ) -> RegistrationResult:
     """``rdmm infer`` and :func:`rdmm_lightning.api.infer`: register two images (files or
     Volumes) with a checkpoint and write ``out`` (None: nothing written); returns the result,
     its metrics in ``extras["metrics"]``. Options as for :func:`~.network.load_network`
     (``affine``: the affine stage, ``"net"``, ``"opt"`` or ``"none"``; default ``"net"`` when
-    the checkpoint has one; ``network_precision``: ``"auto"``, ``"float32"`` or ``"bfloat16"``).
+    the checkpoint has one; ``network_precision``: ``"auto"``, ``"float32"`` or ``"bfloat16"``;
+    ``compile_shooting``: the shooting right-hand side through ``torch.compile``).
 
     Raises:
         ValueError: one line for every user error (checkpoint, inputs, options; bad options as
@@ -289,6 +291,7 @@ def infer_files(
         threads=threads,
         affine=affine,
         network_precision=network_precision,
+        compile_shooting=compile_shooting,
     )
     return infer(
         network, source, target, out_dir=out, source_label=source_label, target_label=target_label

@@ -25,12 +25,7 @@ from ..grid import Grid
 from ..ops.channels import channels
 from ..ops.finite_differences import central_diff
 from ..ops.grid import identity_map
-from ..ops.smoothing import (
-    FourierKernels,
-    fourier_gaussian_kernels,
-    smooth_pre_weights,
-    smooth_pre_weights_adjoint,
-)
+from ..ops.smoothing import FourierKernels, fourier_gaussian_kernels, pre_weight_smoothing
 from ..ops.warp import sample_field
 from ..options import HMode, values
 from .result import ShootingResult, validate_momentum, validate_pre_weights
@@ -65,9 +60,12 @@ class RDMMDynamics(nn.Module):
         self.spacing = tuple(spacing)
         self.forward_map = forward_map
         self.h_mode = h_mode
+        self.smoothing = pre_weight_smoothing(
+            kernels.shape, self.weight_sigma, self.spacing, kernels.dtype, kernels.device
+        )  # resolved here: the right-hand side looks nothing up (torch.compile traces it)
 
     def weights(self, h: Tensor) -> Tensor:
-        return smooth_pre_weights(h, self.weight_sigma, self.spacing)
+        return self.smoothing(h)
 
     def velocity(self, m: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """``v: (B, D, *S)`` and ``nu: (B, N, D, *S)`` for momentum ``m`` and pre-weights ``h``."""
@@ -89,7 +87,7 @@ class RDMMDynamics(nn.Module):
         for d in range(1, ndim):
             m_dot_nu.addcmul_(nu_d[d], m_d[d])
         del nu, nu_d  # the largest temporary: free it before the next ones (no_grad)
-        coupling = channels(smooth_pre_weights_adjoint(m_dot_nu, self.weight_sigma, self.spacing))
+        coupling = channels(self.smoothing.adjoint(m_dot_nu))
         del m_dot_nu
         v_k = channels(v, keepdim=True)
         extra_k, dh = [], None

@@ -27,6 +27,7 @@ __all__ = [
     "integrate",
     "steps_for_velocity",
     "integrate_shot",
+    "compiled_dynamics",
     "FIXED_STEP_METHODS",
     "ADAPTIVE_METHODS",
     "DEFAULT_MAX_CFL",
@@ -69,6 +70,11 @@ class SolverOptions:
             repeated with twice the steps (vSVF's velocity is stationary: no repeat needed);
             at most ``MAX_STEP_FACTOR`` times ``num_steps`` (see :func:`integrate_shot`).
             ``None``: always ``num_steps``.
+        compile: evaluate the right-hand side through ``torch.compile`` (inductor): its
+            elementwise operations and finite differences fuse into a few kernels, forward
+            and backward (same values to round-off). The first shot on a new grid, dtype or
+            device compiles (tens of seconds on a CPU; inductor caches the kernels on disk),
+            so it pays in training and over many pairs, not for one short shot.
     """
 
     method: str = "rk4"
@@ -78,6 +84,7 @@ class SolverOptions:
     adjoint: bool = False
     checkpoint: bool = True
     max_cfl: float | None = DEFAULT_MAX_CFL
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in values(SolverMethod):
@@ -90,6 +97,8 @@ class SolverOptions:
             raise ValueError(f"solver rtol/atol must be > 0; got {self.rtol}, {self.atol}")
         if not isinstance(self.checkpoint, bool):
             raise ValueError(f"solver checkpoint must be true or false; got {self.checkpoint!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"solver compile must be true or false; got {self.compile!r}")
         if self.max_cfl is not None and not (
             isinstance(self.max_cfl, (int, float)) and float(self.max_cfl) > 0
         ):
@@ -139,6 +148,15 @@ def integrate_shot(
         current = replace(current, num_steps=2 * current.num_steps)
 
 
+def compiled_dynamics(dynamics: nn.Module) -> nn.Module:
+    """``dynamics`` with its forward through ``torch.compile`` (static shapes; dynamo keeps one
+    compiled graph per grid, dtype and device and reuses it for every instance of the same
+    class). Its ``_orig_mod`` is ``dynamics``."""
+    if isinstance(dynamics, torch._dynamo.eval_frame.OptimizedModule):
+        return dynamics
+    return torch.compile(dynamics, dynamic=False)
+
+
 class _StepGrid:
     """Fixed-step grid: ``round(num_steps * |t1 - t0|)`` equal steps between the first and last
     requested time (works for the reversed integration of the adjoint too)."""
@@ -177,6 +195,8 @@ def integrate(
         else times.to(dtype=ref.dtype, device=ref.device)
     )
     fixed = solver.method in FIXED_STEP_METHODS
+    if solver.compile:
+        dynamics = compiled_dynamics(dynamics)
     if fixed and solver.checkpoint and not solver.adjoint:
         return _integrate_fixed(dynamics, tuple(state), t, solver.method, solver.num_steps)
     kwargs: dict = {"method": solver.method}
@@ -479,6 +499,7 @@ def _captured_grad_tensors(func: Callable, t0: Tensor, state: State) -> tuple[Te
     """Tensors requiring grad that ``func`` uses besides its arguments, found by one evaluation
     without a graph at ``t0`` (the dynamics must use the same ones at every call)."""
     probe = _GradTensorsUsed()
+    func = getattr(func, "_orig_mod", func)  # eagerly: a mode does not trace into compiled code
     with torch.no_grad(), probe:
         func(t0, tuple(y.detach() for y in state))
     return tuple(probe.found.values())

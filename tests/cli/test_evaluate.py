@@ -205,6 +205,7 @@ def test_evaluate_bad_inputs_exit_2_without_output(data, tmp_path, capsys):
     check(["--pairs", pairs, "--model", "bspline"], "--model", "bspline")
     check(["--pairs", pairs] + model + ["--num-steps", "2"], "--num-steps")
     check(["--pairs", pairs] + model + ["--network-precision", "float32"], "--network-precision")
+    check(["--pairs", pairs] + model + ["--compile-shooting"], "--compile-shooting")
     check(["--pairs", pairs] + ckpt + ["iterations=3"], "key=value")
     check(["--pairs", pairs] + ckpt + ["--config", "c.yaml"], "--config")
     check(["--pairs", pairs] + model + ["solver.steps=3"], "solver.steps")

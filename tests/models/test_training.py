@@ -212,6 +212,30 @@ def test_solver_without_checkpointing_gives_the_same_loss_and_gradients(model):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
 
 
+def test_compiled_shooting_gives_the_same_loss_and_gradients():
+    """``solver_compile=True`` (the shooting right-hand side through torch.compile) trains the
+    same function: equal loss and parameter gradients on one rdmm-net step."""
+    batch = batch_of((24, 24), shift=3)
+    results = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        module = make_module(
+            "rdmm", (24, 24), solver_checkpoint=False, solver_compile=compile, log_figures=False
+        )
+        assert module.net.unit.solver.compile is compile
+        with torch.no_grad():  # a non-trivial prediction
+            module.net.momentum_net.unet.out.weight.normal_(std=0.05)
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        grads = [p.grad.clone() for p in module.net.parameters() if p.grad is not None]
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5)
+    assert len(grads_a) == len(grads_b) > 0
+    for a, b in zip(grads_a, grads_b):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
+
+
 def _fast_rdmm_module(std: float, **kw):
     """A K=2 rdmm module with 2 solver steps whose momentum head predicts large momenta."""
     torch.manual_seed(0)

@@ -73,6 +73,7 @@ def test_evaluate_pairs_returns_rows_and_summary(pair2d, tmp_path, capsys):
         ({"model": "svf", "checkpoint": "x.ckpt"}, "exactly one of checkpoint"),
         ({"model": "svf", "num_steps": 2}, "checkpoint, not a pairwise model"),
         ({"model": "svf", "network_precision": "float32"}, "checkpoint, not a pairwise model"),
+        ({"model": "svf", "compile_shooting": True}, "checkpoint, not a pairwise model"),
         ({"checkpoint": "x.ckpt", "max_time": 3.0}, "max_time apply to a pairwise model"),
         ({"model": "bspline"}, "option 'model' must be one of"),
         ({"model": "svf", "overrides": ["nope=1"]}, "unknown option 'nope'"),

@@ -34,7 +34,8 @@ def test_defaults_follow_the_optimisers():
     cfg = default_register_config()
     assert cfg["model"] == "rdmm" and cfg["similarity"] == "lncc"
     assert cfg["solver"] == {"method": "rk4", "num_steps": 10, "rtol": 1e-5, "atol": 1e-5,
-                             "adjoint": False, "checkpoint": True, "max_cfl": 2.0}  # fmt: skip
+                             "adjoint": False, "checkpoint": True, "max_cfl": 2.0,
+                             "compile": False}  # fmt: skip
     assert cfg["iterations"] == [60, 40, 20] and cfg["affine_options"]["init"] == "com"
     for managed in ("pre_weights", "initial_map", "progress", "mask", "spacing"):
         assert managed not in cfg
