@@ -10,7 +10,10 @@ forward values, gradients equal to round-off.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 
@@ -148,13 +151,30 @@ def integrate_shot(
         current = replace(current, num_steps=2 * current.num_steps)
 
 
-def compiled_dynamics(dynamics: nn.Module) -> nn.Module:
+def compiled_dynamics(dynamics: nn.Module, device: torch.device | None = None) -> nn.Module:
     """``dynamics`` with its forward through ``torch.compile`` (static shapes; dynamo keeps one
     compiled graph per grid, dtype and device and reuses it for every instance of the same
-    class). Its ``_orig_mod`` is ``dynamics``."""
+    class). Its ``_orig_mod`` is ``dynamics``.
+
+    Raises:
+        ValueError: on a CPU ``device`` without a C++ compiler (inductor builds its CPU kernels
+            with one), before any compiling starts.
+    """
     if isinstance(dynamics, torch._dynamo.eval_frame.OptimizedModule):
         return dynamics
+    if (device is None or device.type == "cpu") and not _cpp_compiler():
+        raise ValueError(
+            "solver compile needs a C++ compiler on the CPU (torch.compile builds its kernels "
+            "with it; install g++ or set CXX), or set solver compile to false"
+        )
     return torch.compile(dynamics, dynamic=False)
+
+
+def _cpp_compiler() -> str | None:
+    """The C++ compiler inductor would use (``CXX``, else ``g++``, ``c++`` or ``clang++`` on
+    the PATH), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((path for path in map(shutil.which, names) if path), None)
 
 
 class _StepGrid:
@@ -196,7 +216,7 @@ def integrate(
     )
     fixed = solver.method in FIXED_STEP_METHODS
     if solver.compile:
-        dynamics = compiled_dynamics(dynamics)
+        dynamics = compiled_dynamics(dynamics, ref.device)
     if fixed and solver.checkpoint and not solver.adjoint:
         return _integrate_fixed(dynamics, tuple(state), t, solver.method, solver.num_steps)
     kwargs: dict = {"method": solver.method}
@@ -297,7 +317,7 @@ def _stage_inputs(method: _Method, func: Callable, t0, dt, t1, y0: State, keep: 
     while len(stages) < len(method.b) - 1:
         if len(stages) < keep:
             y = _leaves(y)
-            with torch.enable_grad(), _compact_saved_views():
+            with torch.enable_grad(), _compact_saved_views(func):
                 k = tuple(func(t, y))
             stages.append((t, y, k))
             k = tuple(x.detach() for x in k)
@@ -341,7 +361,7 @@ def _step_vjp(
         grad_k[i] = None
         if k is None and pairs:
             y = _leaves(y)
-            with torch.enable_grad(), _compact_saved_views():
+            with torch.enable_grad(), _compact_saved_views(func):
                 k = tuple(func(t, y))
         pairs = [(k[e], g) for e, g in pairs if k[e].requires_grad]
         if not pairs:
@@ -456,8 +476,12 @@ def _compact(x: Tensor) -> Tensor:
     return x
 
 
-def _compact_saved_views() -> torch.autograd.graph.saved_tensors_hooks:
-    """Saved tensors go through :func:`_compact`."""
+def _compact_saved_views(func: Callable) -> contextlib.AbstractContextManager:
+    """Saved tensors go through :func:`_compact`; not for a compiled ``func``, whose backward
+    expects its saved tensors with the strides they had (a compact copy of a view fails its
+    stride check)."""
+    if isinstance(func, torch._dynamo.eval_frame.OptimizedModule):
+        return contextlib.nullcontext()
     return torch.autograd.graph.saved_tensors_hooks(_compact, _unpack)
 
 

@@ -107,6 +107,7 @@ def test_a_lookup_inside_the_right_hand_side_breaks_the_graph():
 
 
 def _shot(model: str, m0, h0, compile: bool, checkpoint: bool):
+    """A 4-step rk4 shot of ``model`` with the forward map."""
     solver = SolverOptions("rk4", 4, checkpoint=checkpoint, compile=compile)
     if model == "rdmm":
         return shoot_rdmm(m0, h0, SIGMAS, 0.06, None, solver, forward_map=True)
@@ -116,14 +117,22 @@ def _shot(model: str, m0, h0, compile: bool, checkpoint: bool):
 
 
 @pytest.mark.parametrize(
-    "model, checkpoint", [("rdmm", True), ("rdmm", False), ("lddmm", True), ("vsvf", False)]
+    "model, checkpoint, shape",
+    [
+        ("rdmm", True, (16, 18)),
+        ("rdmm", False, (16, 18)),
+        ("lddmm", True, (16, 18)),
+        ("vsvf", False, (16, 18)),
+        # 3D: the recomputing backward saves views of a third of a tensor, which it would
+        # otherwise store as compact copies (the compiled backward checks their strides)
+        ("rdmm", True, (8, 10, 9)),
+    ],
 )
-def test_compiled_shot_equals_the_eager_shot_and_its_gradients(model, checkpoint):
+def test_compiled_shot_equals_the_eager_shot_and_its_gradients(model, checkpoint, shape):
     torch.manual_seed(0)
-    shape = (16, 18)
-    m0 = 0.3 * torch.randn(1, 2, *shape)
+    m0 = 0.3 * torch.randn(1, len(shape), *shape)
     h0 = normalize_pre_weights(torch.rand(1, len(SIGMAS), *shape) + 0.1)
-    probe = [torch.randn(1, 2, *shape) for _ in range(2)]
+    probe = [torch.randn(1, len(shape), *shape) for _ in range(2)]
     results = []
     for compile in (False, True):
         m, h = m0.clone().requires_grad_(), h0.clone().requires_grad_()
@@ -136,6 +145,14 @@ def test_compiled_shot_equals_the_eager_shot_and_its_gradients(model, checkpoint
     assert float(results[0][2].abs().max()) > 0  # a gradient to compare
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5 * float(eager.abs().max()))
+
+
+def test_compiling_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", "")
+    m0 = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(ValueError, match="solver compile needs a C\\+\\+ compiler"):
+        shoot_lddmm(m0, SIGMAS, (0.2, 0.3, 0.5), None, SolverOptions(compile=True))
 
 
 def test_compile_option_must_be_a_bool():
