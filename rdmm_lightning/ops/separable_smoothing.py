@@ -22,6 +22,8 @@ product of per-axis row sums), so its division is folded into the factors.
 Operators are cached per (shape, sigmas, weights, spacing, tol, dtype, device). The autograd
 Function keeps nothing but those cached matrices: its backward pass applies the transposed
 operator (the operator itself for the Gaussians, which are symmetric) to the incoming gradient.
+Under ``torch.compile`` the same products run out of place (``_apply_traceable``), so that
+dynamo traces them and AOTAutograd derives their backward.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ fixed-step integrator whose backward pass recomputes each step (memory O(state) 
 adjoint method and ``checkpoint=False`` go through torchdiffeq's ``odeint``/``odeint_adjoint``.
 Both fixed-step paths do the same arithmetic on the same step grid (``_StepGrid``): same
 forward values, gradients equal to round-off.
+With ``SolverOptions.compile`` either path evaluates the dynamics through ``torch.compile``
+(:func:`compiled_dynamics`); the engine's operators switch to their traceable variants while
+dynamo traces them, so that every right-hand side becomes one fused graph.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -125,3 +126,31 @@ def known_result(pair, model: str = "rdmm", wobble: float = 0.012, with_phi: boo
         time_s=1.25,
         history=[{"loss": 1.0}, {"loss": 0.5}],
     )
+
+
+def write_ball_pair(folder: Path) -> dict[str, Path]:
+    """A 16^3 NIfTI pair at 1.5 mm: a ball (source) and a shifted ellipsoid (target)."""
+    zz, yy, xx = np.meshgrid(*[np.arange(16.0)] * 3, indexing="ij")
+    source = ((zz - 8) ** 2 + (yy - 8) ** 2 + (xx - 8) ** 2 < 25).astype(np.float32)
+    target = ((zz - 8) / 5) ** 2 + ((yy - 7) / 6) ** 2 + ((xx - 9) / 4) ** 2 < 1
+    paths = {}
+    for name, image in (("source", source), ("target", target.astype(np.float32))):
+        paths[name] = folder / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(image, np.diag([1.5, 1.5, 1.5, 1.0])), paths[name])
+    return paths
+
+
+def tiny_rdmm_checkpoint(path: Path, shape, momentum_std: float | None = None, **kw) -> Path:
+    """A small rdmm-net for ``shape`` trained one step and saved to ``path`` (``momentum_std``:
+    first redraw the momentum head's weights with that std, for a visible deformation)."""
+    from tests.models.helpers import loader, make_module, trainer
+
+    torch.manual_seed(0)
+    module = make_module("rdmm", shape, log_figures=False, **kw)
+    if momentum_std is not None:
+        with torch.no_grad():
+            module.net.momentum_net.unet.out.weight.normal_(std=momentum_std)
+    tr = trainer(path.parent, max_steps=1, limit_val_batches=0)
+    tr.fit(module, loader(shape, n=1, batch_size=1))
+    tr.save_checkpoint(path)
+    return path

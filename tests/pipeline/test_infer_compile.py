@@ -9,11 +9,10 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from rdmm_lightning.cli.main import main
 from rdmm_lightning.pipeline.network import load_network
-from tests.models.helpers import loader, make_module, trainer
+from tests.pipeline.helpers import tiny_rdmm_checkpoint, write_ball_pair
 
 SHAPE = (12, 12, 12)
 
@@ -22,21 +21,8 @@ SHAPE = (12, 12, 12)
 def files(tmp_path_factory):
     """A 3D pair of NIfTI files and a tiny rdmm-net checkpoint trained one step."""
     folder = tmp_path_factory.mktemp("infer_compile")
-    zz, yy, xx = np.meshgrid(*[np.arange(16.0)] * 3, indexing="ij")
-    source = ((zz - 8) ** 2 + (yy - 8) ** 2 + (xx - 8) ** 2 < 25).astype(np.float32)
-    target = ((zz - 8) / 5) ** 2 + ((yy - 7) / 6) ** 2 + ((xx - 9) / 4) ** 2 < 1
-    paths = {}
-    for name, image in (("source", source), ("target", target.astype(np.float32))):
-        paths[name] = folder / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(image, np.diag([1.5, 1.5, 1.5, 1.0])), paths[name])
-    torch.manual_seed(0)
-    module = make_module("rdmm", SHAPE, log_figures=False)
-    with torch.no_grad():  # a visible deformation
-        module.net.momentum_net.unet.out.weight.normal_(std=0.05)
-    tr = trainer(folder, max_steps=1, limit_val_batches=0)
-    tr.fit(module, loader(SHAPE, n=1, batch_size=1))
-    paths["ckpt"] = folder / "rdmm.ckpt"
-    tr.save_checkpoint(paths["ckpt"])
+    paths = write_ball_pair(folder)
+    paths["ckpt"] = tiny_rdmm_checkpoint(folder / "rdmm.ckpt", SHAPE, momentum_std=0.05)
     return paths
 
 

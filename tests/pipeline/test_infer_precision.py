@@ -10,12 +10,11 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import rdmm_lightning as rl
 from rdmm_lightning.cli.main import main
 from rdmm_lightning.nets.precision import native_bfloat16
-from tests.models.helpers import loader, make_module, trainer
+from tests.pipeline.helpers import tiny_rdmm_checkpoint, write_ball_pair
 
 SHAPE = (12, 12, 12)
 
@@ -25,19 +24,9 @@ def files(tmp_path_factory):
     """A 3D pair of NIfTI files (a ball and a shifted ellipsoid) and a tiny rdmm-net checkpoint
     trained one step with ``network_precision="bfloat16"``."""
     folder = tmp_path_factory.mktemp("infer_precision")
-    zz, yy, xx = np.meshgrid(*[np.arange(16.0)] * 3, indexing="ij")
-    source = ((zz - 8) ** 2 + (yy - 8) ** 2 + (xx - 8) ** 2 < 25).astype(np.float32)
-    target = ((zz - 8) / 5) ** 2 + ((yy - 7) / 6) ** 2 + ((xx - 9) / 4) ** 2 < 1
-    paths = {}
-    for name, image in (("source", source), ("target", target.astype(np.float32))):
-        paths[name] = folder / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(image, np.diag([1.5, 1.5, 1.5, 1.0])), paths[name])
-    torch.manual_seed(0)
-    module = make_module("rdmm", SHAPE, log_figures=False, network_precision="bfloat16")
-    tr = trainer(folder, max_steps=1, limit_val_batches=0)
-    tr.fit(module, loader(SHAPE, n=1, batch_size=1))
-    paths["ckpt"] = folder / "rdmm_bf16.ckpt"
-    tr.save_checkpoint(paths["ckpt"])
+    paths = write_ball_pair(folder)
+    ckpt = folder / "rdmm_bf16.ckpt"
+    paths["ckpt"] = tiny_rdmm_checkpoint(ckpt, SHAPE, network_precision="bfloat16")
     return paths
 
 
