@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="K",
         help="stage checkpoints: network iterations K (default: as trained)",
     )
+    parser.add_argument(
+        "--compile-shooting",
+        action="store_true",
+        help="stages checkpoints and opt: shoot through torch.compile (rdmm infer "
+        "--compile-shooting, solver.compile=true; the first pair of each row compiles)",
+    )
     args = parser.parse_args(argv)
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     csv_path = args.data / "pairs_eval.csv"
@@ -146,15 +152,18 @@ def main(argv: list[str] | None = None) -> None:
     if "checkpoints" in stages:
         table += _checkpoints(args, subset)
     if "opt" in stages:
-        out = args.root / "eval" / "affine_opt_rdmm_opt"
+        out = args.root / "eval" / f"affine_opt_rdmm_opt{_compiled(args)}"
         print("evaluating affine-opt + rdmm-opt", file=sys.stderr, flush=True)
         config = {
             **{k: list(v) if isinstance(v, tuple) else v for k, v in IXI_DEFORMABLE.items()},
             "working_shape": [64, 80, 80],
             "spacing_mode": "physical",
         }
+        if args.compile_shooting:
+            config["solver"] = {"compile": True}
         result = evaluate_pairs(subset, out, model="rdmm", config=config)
-        table.append(_row("affine-opt + rdmm-opt (64x80x80)", result.summary, "-"))
+        name = "affine-opt + rdmm-opt (64x80x80)" + _compiled(args, " (compiled shooting)")
+        table.append(_row(name, result.summary, "-"))
     print(
         f"\nIXI, {len(pairs)} evaluation pairs, {args.threads} threads, "
         f"64x80x80 working grid, Dice at the 2 mm label grid"
@@ -162,6 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| method | mean Dice ± sd | Dice before | neg. det J voxels | s/pair | training |")
     print("|---|---|---|---|---|---|")
     print("\n".join(table))
+
+
+def _compiled(args: argparse.Namespace, text: str = "_compiled") -> str:
+    """``text`` with ``--compile-shooting``, else nothing."""
+    return text if args.compile_shooting else ""
 
 
 def _checkpoints(args: argparse.Namespace, subset: Path) -> list[str]:
@@ -178,12 +192,15 @@ def _checkpoints(args: argparse.Namespace, subset: Path) -> list[str]:
         for refine in sorted({0, args.refine_steps}):
             k = "" if args.num_steps is None else f" (K={args.num_steps})"
             name = f"affine {affine} + {label}{k}" + (f" + {refine} refine steps" if refine else "")
+            name += _compiled(args, " (compiled shooting)")
             k_dir = "" if args.num_steps is None else f"_k{args.num_steps}"
+            k_dir += _compiled(args)
             out = args.root / "eval" / f"{label}_{args.affine or 'default'}{k_dir}_refine{refine}"
             print(f"evaluating {name} ({path})", file=sys.stderr, flush=True)
             result = evaluate_pairs(
                 subset, out, checkpoint=path, refine_steps=refine, affine=args.affine,
                 threads=args.threads, num_steps=args.num_steps,
+                compile_shooting=args.compile_shooting or None,
             )  # fmt: skip
             table.append(_row(name, result.summary, _steps(path)))
     return table
