@@ -236,7 +236,7 @@ def _saved_bytes(model: str, steps: int, checkpoint: bool, monkeypatch) -> tuple
         dyn, state = RDMMDynamics(kern, 0.1, sp, False), (m0.requires_grad_(), h0, phi)
     rec = _SavedBytes()
 
-    def routed():
+    def routed(func):
         return torch.autograd.graph.saved_tensors_hooks(
             lambda x: rec.pack(solver_module._compact(x)), rec.unpack
         )
