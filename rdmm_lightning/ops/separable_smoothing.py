@@ -259,14 +259,10 @@ def _apply_weighted(m: Tensor, w: Tensor, op: SeparableOperator) -> Tensor:
 
 
 def _apply_traceable(f: Tensor, op: SeparableOperator) -> Tensor:
-    """:func:`_apply` from out-of-place operations only, for ``torch.compile``; same values."""
-    if op.combined:
-        out = _apply_term(f, op.terms[0])
-        for term in op.terms[1:]:
-            out = out + _apply_term(f, term)
-        return out
-    if len(op.terms) == 1:
-        return _apply_term(f, op.terms[0])
+    """:func:`_apply` for ``torch.compile``: the K-kernel stack by ``torch.stack`` instead of
+    writes into a preallocated output (``out=``), which AOTAutograd cannot trace; same values."""
+    if op.combined or len(op.terms) == 1:
+        return _apply(f, op)  # out-of-place products (its in-place sum is functionalised)
     k_dim = f.dim() - len(op.shape) - 2
     parts = [_apply_term(f.select(k_dim, i), term) for i, term in enumerate(op.terms)]
     return torch.stack(parts, dim=k_dim)

@@ -232,7 +232,10 @@ def test_compiled_shooting_gives_the_same_loss_and_gradients():
         for compile in (False, True)
     ]
     assert [m.net.unit.solver.compile for m in modules] == [False, True]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     _assert_same_step(*modules)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
 
 
 def _fast_rdmm_module(std: float, **kw):

@@ -134,6 +134,8 @@ def test_compiled_shot_equals_the_eager_shot_and_its_gradients(model, checkpoint
     h0 = normalize_pre_weights(torch.rand(1, len(SIGMAS), *shape) + 0.1)
     probe = [torch.randn(1, len(shape), *shape) for _ in range(2)]
     results = []
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     for compile in (False, True):
         m, h = m0.clone().requires_grad_(), h0.clone().requires_grad_()
         shot = _shot(model, m, h, compile, checkpoint)
@@ -143,6 +145,7 @@ def test_compiled_shot_equals_the_eager_shot_and_its_gradients(model, checkpoint
         inputs = (m, h) if model == "rdmm" else (m,)
         results.append((shot.phi_inv, shot.phi, *torch.autograd.grad(loss, inputs)))
     assert float(results[0][2].abs().max()) > 0  # a gradient to compare
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5 * float(eager.abs().max()))
 
