@@ -2,7 +2,7 @@
 
     python benchmarks/shooting.py [--device cpu|cuda] [--threads 2] [--repeats 5] [--large]
         [--models svf,lddmm,rdmm] [--shapes 200x200,40x96x96] [--steps 10,20,40]
-        [--solvers checkpoint,torchdiffeq] [--no-timing] [--no-memory] [--json FILE]
+        [--solvers checkpoint,every-step] [--no-timing] [--no-memory] [--json FILE]
         [--profile [SHAPE]]
 
 Table 1, for vSVF, LDDMM and RDMM (4 Gaussians) at 2D 200x200 and 3D 40x96x96 (and 80x192x192
@@ -12,13 +12,13 @@ side makes with the exact FFT smoothing, at the same padded shapes and channel b
 cached kernels, under no_grad); their ratio (in float32 the right-hand side smooths with the
 separable operator instead, "separable" in the smoothing column, and can beat that floor); a
 full rk4 shoot of 10 steps forward, and forward+backward with the default solver (each step
-recomputed in backward, ``checkpoint=True``) and with torchdiffeq keeping every step's graph
-(``checkpoint=False``), alternated in the same run, and their ratio; the peak memory of the
-default forward+backward. Every time is the median of ``--repeats`` runs after a warm-up, with
-[min-max].
+recomputed in backward, ``checkpoint=True``) and with autograd keeping every step's graph
+(``checkpoint=False``; torchdiffeq ran it until 2026-12-03), alternated in the same run, and
+their ratio; the peak memory of the default forward+backward. Every time is the median of
+``--repeats`` runs after a warm-up, with [min-max].
 
 Table 2: peak memory of the forward+backward (CUDA: max allocated; CPU: sampled peak RSS growth
-of a fresh process) for 10, 20 and 40 rk4 steps, both solvers. A torchdiffeq row is skipped when
+of a fresh process) for 10, 20 and 40 rk4 steps, both solvers. An every-step row is skipped when
 its extrapolated memory does not fit in 80% of the available memory.
 
 ``--profile [SHAPE]``: torch.profiler on one RDMM forward+backward (default 40x96x96), per-op
@@ -60,7 +60,7 @@ SIGMAS = (0.05, 0.1, 0.15, 0.2)
 WEIGHTS = (0.1, 0.2, 0.3, 0.4)
 WEIGHT_SIGMA = 0.06
 MODELS = values(Model.deformable())
-SOLVERS = ("checkpoint", "torchdiffeq")
+SOLVERS = ("checkpoint", "every-step")
 SHAPES = [(200, 200), (40, 96, 96)]
 LARGE = [(80, 192, 192)]
 LARGE_MODELS = values((Model.LDDMM, Model.RDMM))
@@ -252,14 +252,14 @@ def _available_mb(device: torch.device) -> float:
     return float("inf")
 
 
-# torchdiffeq (checkpoint=False) keeps every step's graph: bytes per voxel and rk4 step of its
-# forward+backward peak, measured at 40x96x96 on CPU (1.7 / 3.9 / 9.7 GB for 10 steps). Only
-# used to skip runs that would not fit in memory.
-_TORCHDIFFEQ_BYTES_PER_VOXEL_STEP = {"svf": 500, "lddmm": 1100, "rdmm": 2800}
+# checkpoint=False keeps every step's graph (figures measured when torchdiffeq ran it): bytes
+# per voxel and rk4 step of its forward+backward peak, measured at 40x96x96 on CPU (1.7 / 3.9 /
+# 9.7 GB for 10 steps). Only used to skip runs that would not fit in memory.
+_EVERY_STEP_BYTES_PER_VOXEL_STEP = {"svf": 500, "lddmm": 1100, "rdmm": 2800}
 
 
-def _torchdiffeq_fits(model, shape, steps, device, measured: dict[int, float]) -> str | None:
-    """None if a torchdiffeq forward+backward should fit in 80% of the free memory, else why
+def _every_step_fits(model, shape, steps, device, measured: dict[int, float]) -> str | None:
+    """None if an every-step forward+backward should fit in 80% of the free memory, else why
     not. The estimate scales a measured peak linearly in the steps, or uses the table above."""
     if measured:
         s0 = max(measured)
@@ -268,7 +268,7 @@ def _torchdiffeq_fits(model, shape, steps, device, measured: dict[int, float]) -
         voxels = 1
         for n in shape:
             voxels *= n
-        estimate = _TORCHDIFFEQ_BYTES_PER_VOXEL_STEP[model] * voxels * steps / 2**20
+        estimate = _EVERY_STEP_BYTES_PER_VOXEL_STEP[model] * voxels * steps / 2**20
     if estimate > 0.8 * _available_mb(device):
         return f"skipped (~{estimate / 1024:.0f} GB)"
     return None
@@ -339,13 +339,13 @@ def _is_peak(key, value) -> bool:
 
 
 def _memory_rows(model, shape, device, threads, steps_list, solvers) -> list[dict]:
-    """Peak MB for each step count, one row per solver (default, torchdiffeq)."""
+    """Peak MB for each step count, one row per solver (default, every-step)."""
     rows = []
     for checkpoint in [s == "checkpoint" for s in solvers]:
         peaks: dict[int, float | str] = {}
         for steps in steps_list:
             measured = {k: v for k, v in peaks.items() if _is_peak(k, v)}
-            why = None if checkpoint else _torchdiffeq_fits(model, shape, steps, device, measured)
+            why = None if checkpoint else _every_step_fits(model, shape, steps, device, measured)
             if why:
                 peaks[steps] = why
                 continue
@@ -482,7 +482,7 @@ def main() -> None:
         "--solvers",
         type=lambda s: _parse_list(s, SOLVERS),
         default=list(SOLVERS),
-        help="memory table rows (and the torchdiffeq timing): checkpoint,torchdiffeq",
+        help="memory table rows (and the every-step timing): checkpoint,every-step",
     )
     parser.add_argument("--no-timing", action="store_true", help="only the memory table")
     parser.add_argument("--no-memory", action="store_true", help="only the timing table")
@@ -530,7 +530,7 @@ def main() -> None:
         print(_load_line("before"))
         print(
             "| model | shape | smoothing (padded FFT shape) | RHS ms | FFT floor ms | RHS/floor | "
-            "shoot fwd ms | fwd+bwd ms | fwd+bwd ms (torchdiffeq) | time ratio | peak MB |"
+            "shoot fwd ms | fwd+bwd ms | fwd+bwd ms (every step kept) | time ratio | peak MB |"
         )
         print("|" + "---|" * 11)
     for shape, model in jobs:
@@ -550,8 +550,8 @@ def main() -> None:
             measured = {
                 k: v for k, v in (old_rows[0] if old_rows else {}).items() if _is_peak(k, v)
             }
-            old_skipped = _torchdiffeq_fits(model, shape, STEPS, device, measured)
-            if "torchdiffeq" not in args.solvers:
+            old_skipped = _every_step_fits(model, shape, STEPS, device, measured)
+            if "every-step" not in args.solvers:
                 old_skipped = "not asked for"
             if not old_skipped:
                 fns["old"] = _shoot_fn(model, shape, device, True, checkpoint=False)
@@ -571,7 +571,7 @@ def main() -> None:
             "floor_ms": [t * 1e3 for t in floor] if floor else None,
             "fwd_ms": [t * 1e3 for t in times["fwd"]],
             "fwd_bwd_ms": [t * 1e3 for t in new],
-            "fwd_bwd_torchdiffeq_ms": [t * 1e3 for t in old] if old else None,
+            "fwd_bwd_every_step_ms": [t * 1e3 for t in old] if old else None,
             "peak_mb": peak,
         }
         timing_rows.append(row)
@@ -595,7 +595,7 @@ def main() -> None:
         for r in memory_rows:
             cells = [r.get(s) for s in args.steps]
             text = [f"{c:.0f}" if isinstance(c, float) else str(c) for c in cells]
-            solver = "checkpoint (default)" if r["checkpoint"] else "torchdiffeq"
+            solver = "checkpoint (default)" if r["checkpoint"] else "every-step"
             shape_s = "x".join(map(str, r["shape"]))
             print(f"| {r['model']} | {shape_s} | {solver} | " + " | ".join(text) + " |")
         print(_load_line("after the memory table"))

@@ -2,18 +2,23 @@
 fixed-step integrator whose backward pass recomputes each step (memory O(state) per step).
 
 ``integrate`` takes the fixed-step path of this module (``_integrate_fixed``) for
-``rk4``/``euler``/``midpoint`` unless ``checkpoint=False`` or ``adjoint=True``; ``dopri5``, the
-adjoint method and ``checkpoint=False`` go through torchdiffeq's ``odeint``/``odeint_adjoint``.
-Both fixed-step paths do the same arithmetic on the same step grid (``_StepGrid``): same
-forward values, gradients equal to round-off.
+``rk4``/``euler``/``midpoint`` unless ``adjoint=True``: with ``checkpoint=True`` the whole
+integration is one autograd node that recomputes each step in backward, with
+``checkpoint=False`` autograd records every step (plain operations on the tuple state: no
+flattening into one tensor, double backward works). ``dopri5`` and the adjoint method go through
+torchdiffeq's ``odeint``/``odeint_adjoint``. The fixed-step arithmetic is that of torchdiffeq's
+fixed-grid solvers on the same step grid (``_StepGrid``): same forward values, gradients equal
+to round-off (the tests compare all three).
 With ``SolverOptions.compile`` either path evaluates the dynamics through ``torch.compile``
-(:func:`compiled_dynamics`); the engine's operators switch to their traceable variants while
+(:func:`compiled_dynamics`), and the fixed-step methods compile whole steps where no step is
+recomputed in 2D (``_fused_step``); the engine's operators switch to their traceable variants while
 dynamo traces them, so that every right-hand side becomes one fused graph.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -68,8 +73,8 @@ class SolverOptions:
         checkpoint: fixed-step methods without the adjoint: backward keeps only the state at
             the start of every step and recomputes each step when its gradient is needed
             (exact gradients; rk4 at 40x96x96: 1/6 of the memory of ``False`` for LDDMM and
-            RDMM, 1.3x its time). ``False``: torchdiffeq keeps the graph of every step (needed
-            for double backward).
+            RDMM, 1.3x its time). ``False``: autograd keeps the graph of every step (faster,
+            needed for double backward).
         max_cfl: fixed-step methods: a shot whose initial velocity would move more than
             ``max_cfl`` voxels in one step takes more steps, the fewest that keep it within,
             and an LDDMM/RDMM shot that still overflows (its velocity grew on the way) is
@@ -78,9 +83,12 @@ class SolverOptions:
             ``None``: always ``num_steps``.
         compile: evaluate the right-hand side through ``torch.compile`` (inductor): its
             elementwise operations and finite differences fuse into a few kernels, forward
-            and backward (same values to round-off). The first shot on a new grid, dtype or
-            device compiles (tens of seconds on a CPU; inductor caches the kernels on disk),
-            so it pays in training and over many pairs, not for one short shot.
+            and backward (same values to round-off); in 2D, with ``checkpoint=False`` and in
+            shots without gradients, each whole fixed step is one graph (the stage
+            combinations fuse too: a 2D rdmm-net training step 1.2x faster again). The
+            first shot on a new grid, dtype or device compiles (tens of seconds on a CPU;
+            inductor caches the kernels on disk), so it pays in training and over many
+            pairs, not for one short shot.
     """
 
     method: str = "rk4"
@@ -220,8 +228,10 @@ def integrate(
     fixed = solver.method in FIXED_STEP_METHODS
     if solver.compile:
         dynamics = compiled_dynamics(dynamics, ref.device)
-    if fixed and solver.checkpoint and not solver.adjoint:
-        return _integrate_fixed(dynamics, tuple(state), t, solver.method, solver.num_steps)
+    if fixed and not solver.adjoint:
+        return _integrate_fixed(
+            dynamics, tuple(state), t, solver.method, solver.num_steps, solver.checkpoint
+        )
     kwargs: dict = {"method": solver.method}
     if fixed:
         kwargs["options"] = {"grid_constructor": _StepGrid(solver.num_steps)}
@@ -310,6 +320,27 @@ def _step(method: _Method, func: Callable, t0: Tensor, dt: Tensor, t1: Tensor, y
             return stop.value
 
 
+_FUSED_STEP_DIMS = (2,)
+"""Spatial dimensions whose compiled shots compile whole steps (:func:`_fused_step`). 2D:
+rdmm-net training step 1.19x / 1.26x faster (2 / 1 threads, 128x128); 3D: compiling one
+rk4 step of RDMM at 32x40x40 took ~150 s (1 thread) and the refinement of a brain pair was
+not faster (26.5 against 26.7 s), so 3D compiles the right-hand side alone."""
+
+
+@functools.cache
+def _compiled_step() -> Callable:
+    """:func:`_step` through ``torch.compile`` (static shapes), built once: one graph per
+    step, the stages' right-hand sides and the combinations between them fused forward and
+    backward."""
+    return torch.compile(_step, dynamic=False)
+
+
+def _fused_step(method: _Method, func: Callable, t0: Tensor, dt: Tensor, t1: Tensor, y0: State):
+    """:func:`_step` compiled as a whole for a compiled ``func`` (its ``_orig_mod`` is traced
+    inside the step's graph)."""
+    return _compiled_step()(method, func._orig_mod, t0, dt, t1, y0)
+
+
 def _stage_inputs(method: _Method, func: Callable, t0, dt, t1, y0: State, keep: int) -> list:
     """``[(time, state, rate or None)]`` of every stage (one evaluation fewer than a step).
     The first ``keep`` stages are evaluated with a graph on leaf copies of their states (the
@@ -388,11 +419,17 @@ def _step_vjp(
 
 
 def _forward_pass(
-    method: _Method, func: Callable, grid: Tensor, t: Tensor, state: State
+    method: _Method,
+    func: Callable,
+    grid: Tensor,
+    t: Tensor,
+    state: State,
+    step: Callable = _step,
 ) -> tuple[State, list[State], list[tuple[int, float]]]:
-    """Steps over ``grid`` (no graph). Returns the states at ``t`` stacked per entry, the state
-    at the start of every step, and for every output time the step ``k`` it falls in and its
-    weight ``s``: ``output = y_k + s (y_{k+1} - y_k)``."""
+    """Steps over ``grid`` in the caller's grad mode, each by ``step`` (:func:`_step` or
+    :func:`_fused_step`). Returns the states at ``t`` stacked per entry, the state at the start
+    of every step, and for every output time the step ``k`` it falls in and its weight ``s``:
+    ``output = y_k + s (y_{k+1} - y_k)``."""
     sign = 1.0 if t.numel() < 2 or t[1] > t[0] else -1.0
     outputs = [[y] for y in state]
     places = [(0, 0.0)]
@@ -401,11 +438,14 @@ def _forward_pass(
     for k in range(grid.numel() - 1):
         t0, t1 = grid[k], grid[k + 1]
         starts.append(y0)
-        # allocated before the step's temporaries, the new state does not split the holes they
-        # leave, so that the next step reuses them (glibc's heap grows less)
-        y1 = [torch.empty_like(y) for y in y0]
-        for o, y in zip(y1, _step(method, func, t0, t1 - t0, t1, y0)):
-            o.copy_(y)
+        if torch.is_grad_enabled():  # the graph keeps the step's temporaries anyway
+            y1 = step(method, func, t0, t1 - t0, t1, y0)
+        else:
+            # allocated before the step's temporaries, the new state does not split the holes
+            # they leave, so that the next step reuses them (glibc's heap grows less)
+            y1 = [torch.empty_like(y) for y in y0]
+            for o, y in zip(y1, step(method, func, t0, t1 - t0, t1, y0)):
+                o.copy_(y)
         while j < t.numel() and (t1 - t[j]) * sign >= 0:
             for out, a, b in zip(outputs, y0, y1):
                 out.append(_interpolate(t0, t1, a, b, t[j]))
@@ -533,11 +573,19 @@ def _captured_grad_tensors(func: Callable, t0: Tensor, state: State) -> tuple[Te
 
 
 def _integrate_fixed(
-    dynamics: Callable, state: State, t: Tensor, method: str, num_steps: int
+    dynamics: Callable,
+    state: State,
+    t: Tensor,
+    method: str,
+    num_steps: int,
+    checkpoint: bool = True,
 ) -> State:
     """Fixed steps on the :class:`_StepGrid` of ``t: (T,)``; returns the states at ``t``, each
-    ``(T, *shape)``. When gradients are recorded, the integration is one :class:`_Trajectory`
-    node: backward holds the state at every step start plus the graphs of two stages."""
+    ``(T, *shape)``. When gradients are recorded with ``checkpoint``, the integration is one
+    :class:`_Trajectory` node: backward holds the state at every step start plus the graphs of
+    two stages; without ``checkpoint`` autograd records every step. A compiled ``dynamics``
+    (:func:`compiled_dynamics`) is compiled with whole steps there and without a graph
+    (:func:`_fused_step`); the recomputing node evaluates it stage by stage."""
     if t.dim() != 1 or t.numel() < 1:
         raise ValueError(f"times must be a 1-D tensor of output times; got shape {tuple(t.shape)}")
     if t.numel() == 1:
@@ -547,12 +595,16 @@ def _integrate_fixed(
         raise ValueError(f"times must be strictly increasing or decreasing; got {t.tolist()}")
     grid = _StepGrid(num_steps)(dynamics, state, t)
     steps = _METHODS[method]
+    fused = isinstance(dynamics, torch._dynamo.eval_frame.OptimizedModule)
+    step = _fused_step if fused and state[0].dim() - 2 in _FUSED_STEP_DIMS else _step
+    if torch.is_grad_enabled() and not checkpoint:
+        return _forward_pass(steps, dynamics, grid, t, state, step)[0]
     if torch.is_grad_enabled():
         captured = _captured_grad_tensors(dynamics, grid[0], state)
         if captured or any(y.requires_grad for y in state):
             return _Trajectory.apply(steps, dynamics, grid, t, len(state), *state, *captured)
     with torch.no_grad():
-        return _forward_pass(steps, dynamics, grid, t, state)[0]
+        return _forward_pass(steps, dynamics, grid, t, state, step)[0]
 
 
 def _interpolate(t0: Tensor, t1: Tensor, y0: Tensor, y1: Tensor, t: Tensor) -> Tensor:

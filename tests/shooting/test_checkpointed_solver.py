@@ -1,12 +1,16 @@
-"""The step-wise fixed-step integrator (``SolverOptions(checkpoint=True)``, the default) against
-torchdiffeq (``checkpoint=False``): same values, same gradients, memory that does not grow with
-the steps beyond one state per step."""
+"""The fixed-step integrator, step-wise recomputing (``SolverOptions(checkpoint=True)``, the
+default) and recording every step (``checkpoint=False``), against torchdiffeq's fixed-grid
+solvers on the same step grid (the reference): same values, same gradients; with
+``checkpoint=True`` memory that does not grow with the steps beyond one state per step."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
 from torch import nn
+from torchdiffeq import odeint
 
 import rdmm_lightning.shooting.solver as solver_module
 from rdmm_lightning.ops import identity_map
@@ -38,11 +42,27 @@ def _inputs(shape, dtype=torch.float64):
     return m0.to(dtype), smooth_pre_weights(shape, n=len(SIGMAS), batch=2).to(dtype)
 
 
-def _trajectory_and_grads(model, shape, solver, dtype=torch.float64):
+def _torchdiffeq_fixed(dynamics, state, t, method, num_steps, checkpoint=True):
+    """The reference: torchdiffeq's fixed-grid ``method`` on the solver's step grid."""
+    grid = solver_module._StepGrid(num_steps)
+    return odeint(dynamics, state, t, method=method, options={"grid_constructor": grid})
+
+
+@contextlib.contextmanager
+def _on_torchdiffeq(reference: bool = True):
+    """Within: the fixed-step methods integrate through torchdiffeq (if ``reference``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if reference:
+            patch.setattr(solver_module, "_integrate_fixed", _torchdiffeq_fixed)
+        yield
+
+
+def _trajectory_and_grads(model, shape, solver, dtype=torch.float64, reference=False):
     m0, h0 = _inputs(shape, dtype)
     m = m0.clone().requires_grad_(True)
     h = h0.clone().requires_grad_(True)
-    traj = _shoot(model, m, h, solver).trajectory
+    with _on_torchdiffeq(reference):
+        traj = _shoot(model, m, h, solver).trajectory
     g = torch.Generator().manual_seed(3)
     loss = sum((x * torch.randn(x.shape, generator=g, dtype=x.dtype)).sum() for x in traj.values())
     loss.backward()
@@ -63,11 +83,13 @@ def _classic_rk4(t0, dt, t1, y0):
     return tuple(a + dt / 6 * (b + 2 * c + 2 * d + e) for a, b, c, d, e in zip(y0, k1, k2, k3, k4))
 
 
+@pytest.mark.parametrize("checkpoint", [True, False])
 @pytest.mark.parametrize("method", solver_module.FIXED_STEP_METHODS)
 @pytest.mark.parametrize("model", MODELS)
-def test_forward_values_equal_torchdiffeq(method, model):
-    new, _ = _trajectory_and_grads(model, (12, 14), SolverOptions(method, 7))
-    old, _ = _trajectory_and_grads(model, (12, 14), SolverOptions(method, 7, checkpoint=False))
+def test_forward_values_equal_torchdiffeq(method, model, checkpoint):
+    solver = SolverOptions(method, 7, checkpoint=checkpoint)
+    new, _ = _trajectory_and_grads(model, (12, 14), solver)
+    old, _ = _trajectory_and_grads(model, (12, 14), solver, reference=True)
     assert new.keys() == old.keys()
     for key in new:
         assert new[key].shape == old[key].shape == (len(TIMES), *old[key].shape[1:])
@@ -79,28 +101,33 @@ def test_forward_comparison_detects_another_rk4(monkeypatch):
     the tolerance of the test above."""
     classic = solver_module._Method(_classic_rk4, solver_module._METHODS["rk4"].a, (1,) * 4)
     monkeypatch.setitem(solver_module._METHODS, "rk4", classic)
-    new, _ = _trajectory_and_grads("lddmm", (12, 14), SolverOptions("rk4", 7))
-    old, _ = _trajectory_and_grads("lddmm", (12, 14), SolverOptions("rk4", 7, checkpoint=False))
-    assert _rel(new["phi_inv"], old["phi_inv"]) > 1e-10
+    for checkpoint in (True, False):
+        solver = SolverOptions("rk4", 7, checkpoint=checkpoint)
+        new, _ = _trajectory_and_grads("lddmm", (12, 14), solver)
+        old, _ = _trajectory_and_grads("lddmm", (12, 14), solver, reference=True)
+        assert _rel(new["phi_inv"], old["phi_inv"]) > 1e-10
 
 
+@pytest.mark.parametrize("checkpoint", [True, False])
 @pytest.mark.parametrize("shape", [(12, 14), (6, 7, 8)])
 @pytest.mark.parametrize("method", solver_module.FIXED_STEP_METHODS)
 @pytest.mark.parametrize("model", MODELS)
-def test_gradients_equal_torchdiffeq(model, method, shape):
-    _, new = _trajectory_and_grads(model, shape, SolverOptions(method, 5))
-    _, old = _trajectory_and_grads(model, shape, SolverOptions(method, 5, checkpoint=False))
+def test_gradients_equal_torchdiffeq(model, method, shape, checkpoint):
+    solver = SolverOptions(method, 5, checkpoint=checkpoint)
+    _, new = _trajectory_and_grads(model, shape, solver)
+    _, old = _trajectory_and_grads(model, shape, solver, reference=True)
     for g_new, g_old in zip(new, old):
         assert _rel(g_new, g_old) < 1e-10
 
 
 @pytest.mark.parametrize("shape", [(12, 14), (6, 7, 8)])
 @pytest.mark.parametrize("model", MODELS)
-def test_float32_gradients_equal_torchdiffeq(model, shape):
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_float32_gradients_equal_torchdiffeq(model, shape, checkpoint):
     """float32 takes the separable smoothing operator, not the FFT."""
-    new_solver, old_solver = SolverOptions("rk4", 5), SolverOptions("rk4", 5, checkpoint=False)
-    traj, new = _trajectory_and_grads(model, shape, new_solver, torch.float32)
-    old_traj, old = _trajectory_and_grads(model, shape, old_solver, torch.float32)
+    solver = SolverOptions("rk4", 5, checkpoint=checkpoint)
+    traj, new = _trajectory_and_grads(model, shape, solver, torch.float32)
+    old_traj, old = _trajectory_and_grads(model, shape, solver, torch.float32, reference=True)
     assert all(torch.equal(traj[k], old_traj[k]) for k in traj)
     for g_new, g_old in zip(new, old):
         assert g_new.dtype == torch.float32 and _rel(g_new, g_old) < 1e-5
@@ -115,7 +142,8 @@ def test_gradient_comparison_detects_a_wrong_tableau(monkeypatch):
         solver_module._METHODS, "rk4", solver_module._Method(rk4.stages, wrong, rk4.b)
     )
     _, new = _trajectory_and_grads("rdmm-pde", (12, 14), SolverOptions("rk4", 5))
-    _, old = _trajectory_and_grads("rdmm-pde", (12, 14), SolverOptions("rk4", 5, checkpoint=False))
+    solver = SolverOptions("rk4", 5, checkpoint=False)
+    _, old = _trajectory_and_grads("rdmm-pde", (12, 14), solver, reference=True)
     assert min(_rel(a, b) for a, b in zip(new, old)) > 1e-6
 
 
@@ -123,7 +151,8 @@ def test_gradient_comparison_detects_a_wrong_tableau(monkeypatch):
 def test_gradients_do_not_depend_on_the_stage_graphs_kept(monkeypatch, kept):
     monkeypatch.setattr(solver_module, "_KEPT_STAGE_GRAPHS", kept)
     _, new = _trajectory_and_grads("rdmm-pde", (12, 14), SolverOptions("rk4", 5))
-    _, old = _trajectory_and_grads("rdmm-pde", (12, 14), SolverOptions("rk4", 5, checkpoint=False))
+    solver = SolverOptions("rk4", 5, checkpoint=False)
+    _, old = _trajectory_and_grads("rdmm-pde", (12, 14), solver, reference=True)
     for g_new, g_old in zip(new, old):
         assert _rel(g_new, g_old) < 1e-10
 
@@ -144,14 +173,17 @@ class _Linear(nn.Module):
         return x @ self.a.T + self.c, y @ self.b.T
 
 
-def _linear_grads(checkpoint: bool, times=TIMES, y_requires_grad=False, b_is_y=False):
+def _linear_grads(
+    checkpoint: bool, times=TIMES, y_requires_grad=False, b_is_y=False, reference=False
+):
     g = torch.Generator().manual_seed(6)
     x0 = torch.randn(2, 3, generator=g, dtype=torch.float64).requires_grad_(True)
     y0 = torch.randn(3, 3, generator=g, dtype=torch.float64).requires_grad_(y_requires_grad)
     base = torch.randn(3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     b = y0 if b_is_y else base * 0.3  # a non-leaf tensor captured by the dynamics
     dyn = _Linear(b)
-    xs, ys = integrate(dyn, (x0, y0), SolverOptions("rk4", 6, checkpoint=checkpoint), times)
+    with _on_torchdiffeq(reference):
+        xs, ys = integrate(dyn, (x0, y0), SolverOptions("rk4", 6, checkpoint=checkpoint), times)
     loss = (xs * torch.randn(xs.shape, generator=g, dtype=xs.dtype)).sum() + ys.pow(2).sum()
     wrt = [x0, dyn.a, dyn.c, base] + ([y0] if y_requires_grad else [])
     return xs.detach(), ys.detach(), torch.autograd.grad(loss, wrt, allow_unused=True)
@@ -159,9 +191,11 @@ def _linear_grads(checkpoint: bool, times=TIMES, y_requires_grad=False, b_is_y=F
 
 @pytest.mark.parametrize("y_requires_grad", [False, True])
 @pytest.mark.parametrize("b_is_y", [False, True])
-def test_parameters_and_captured_tensors_get_their_gradients(y_requires_grad, b_is_y):
-    xs, ys, new = _linear_grads(True, y_requires_grad=y_requires_grad, b_is_y=b_is_y)
-    xs_old, ys_old, old = _linear_grads(False, y_requires_grad=y_requires_grad, b_is_y=b_is_y)
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_parameters_and_captured_tensors_get_their_gradients(y_requires_grad, b_is_y, checkpoint):
+    options = {"y_requires_grad": y_requires_grad, "b_is_y": b_is_y}
+    xs, ys, new = _linear_grads(checkpoint, **options)
+    xs_old, ys_old, old = _linear_grads(checkpoint, reference=True, **options)
     assert torch.equal(xs, xs_old) and torch.equal(ys, ys_old)
     for g_new, g_old in zip(new, old):
         if g_old is None:
@@ -170,21 +204,23 @@ def test_parameters_and_captured_tensors_get_their_gradients(y_requires_grad, b_
             assert g_new is not None and _rel(g_new, g_old) < 1e-12
 
 
-def test_reversed_times_equal_torchdiffeq():
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_reversed_times_equal_torchdiffeq(checkpoint):
     times = torch.tensor([1.0, 0.6, 0.0], dtype=torch.float64)
-    xs, ys, new = _linear_grads(True, times=times)
-    xs_old, ys_old, old = _linear_grads(False, times=times)
+    xs, ys, new = _linear_grads(checkpoint, times=times)
+    xs_old, ys_old, old = _linear_grads(checkpoint, reference=True, times=times)
     assert torch.equal(xs, xs_old) and torch.equal(ys, ys_old)
     for g_new, g_old in zip(new, old):
         assert _rel(g_new, g_old) < 1e-12
 
 
-def test_output_time_just_off_the_grid_is_interpolated_like_torchdiffeq():
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_output_time_just_off_the_grid_is_interpolated_like_torchdiffeq(checkpoint):
     """A requested time within 1e-9 of a grid point does not add a step: the output is
     interpolated inside the next step (weight ~1e-10 on its end state)."""
     times = torch.tensor([0.0, 0.3 + 1e-11, 1.0], dtype=torch.float64)
-    xs, ys, new = _linear_grads(True, times=times)
-    xs_old, ys_old, old = _linear_grads(False, times=times)
+    xs, ys, new = _linear_grads(checkpoint, times=times)
+    xs_old, ys_old, old = _linear_grads(checkpoint, reference=True, times=times)
     assert torch.equal(xs, xs_old) and torch.equal(ys, ys_old)
     for g_new, g_old in zip(new, old):
         assert _rel(g_new, g_old) < 1e-12
@@ -266,7 +302,7 @@ def test_backward_keeps_one_state_per_step_plus_a_fixed_amount(model, monkeypatc
 
 
 @pytest.mark.parametrize("model", ["lddmm", "rdmm"])
-def test_torchdiffeq_keeps_the_graph_of_every_step(model, monkeypatch):
+def test_without_checkpointing_the_graph_of_every_step_is_kept(model, monkeypatch):
     """Negative control for the test above: without checkpointing the forward pass saves far
     more than one state per step, ~4x more for 4x the steps."""
     (fwd10, _, state), (fwd40, _, _) = (
@@ -309,14 +345,9 @@ def test_no_graph_when_nothing_requires_grad():
 
 
 @pytest.mark.parametrize(
-    "options",
-    [
-        SolverOptions("dopri5"),
-        SolverOptions("rk4", 4, adjoint=True),
-        SolverOptions("rk4", 4, checkpoint=False),
-    ],
+    "options", [SolverOptions("dopri5"), SolverOptions("rk4", 4, adjoint=True)]
 )
-def test_dopri5_adjoint_and_checkpoint_false_stay_on_torchdiffeq(options, monkeypatch):
+def test_dopri5_and_adjoint_stay_on_torchdiffeq(options, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the step-wise integrator was used")
 
@@ -324,3 +355,37 @@ def test_dopri5_adjoint_and_checkpoint_false_stay_on_torchdiffeq(options, monkey
     m0 = smooth_momentum((10, 10), batch=1).requires_grad_(True)
     shoot_lddmm(m0, SIGMAS, WEIGHTS, solver=options).phi_inv.sum().backward()
     assert m0.grad is not None
+
+
+def test_checkpoint_false_records_the_steps_without_torchdiffeq(monkeypatch):
+    """``checkpoint=False`` neither goes through torchdiffeq (which would flatten the tuple
+    state into one tensor at every evaluation) nor through the recomputing node."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torchdiffeq or the recomputing node was used")
+
+    monkeypatch.setattr(solver_module, "odeint", refuse)
+    monkeypatch.setattr(solver_module._Trajectory, "apply", refuse)
+    m0 = smooth_momentum((10, 10), batch=1).requires_grad_(True)
+    solver = SolverOptions("rk4", 4, checkpoint=False)
+    shoot_lddmm(m0, SIGMAS, WEIGHTS, solver=solver).phi_inv.sum().backward()
+    assert m0.grad is not None
+
+
+def test_double_backward_without_checkpointing_equals_torchdiffeq():
+    """``checkpoint=False`` keeps plain autograd graphs: a gradient of a gradient works and
+    equals torchdiffeq's."""
+
+    def second_order(reference: bool) -> torch.Tensor:
+        x0 = torch.linspace(-1, 1, 6, dtype=torch.float64).view(2, 3).requires_grad_(True)
+        dyn = _Linear(torch.eye(3, dtype=torch.float64))
+        state = (x0, torch.ones(3, 3, dtype=torch.float64))
+        with _on_torchdiffeq(reference):
+            xs, _ = integrate(dyn, state, SolverOptions("rk4", 3, checkpoint=False))
+        loss = xs[-1].pow(3).sum()
+        (g,) = torch.autograd.grad(loss, x0, create_graph=True)
+        (gg,) = torch.autograd.grad(g.pow(2).sum(), x0)
+        return gg
+
+    ours, reference = second_order(False), second_order(True)
+    assert ours.abs().max() > 0 and _rel(ours, reference) < 1e-12

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import rdmm_lightning.shooting.solver as solver_module
 from rdmm_lightning.ops.finite_differences import _diff_forward, _diff_traceable
 from rdmm_lightning.ops.grid import identity_map
 from rdmm_lightning.ops.pre_weights import normalize_pre_weights
@@ -106,9 +107,56 @@ def test_a_lookup_inside_the_right_hand_side_breaks_the_graph():
     assert explanation.graph_break_count > 0
 
 
-def _shot(model: str, m0, h0, compile: bool, checkpoint: bool):
-    """A 4-step rk4 shot of ``model`` with the forward map."""
-    solver = SolverOptions("rk4", 4, checkpoint=checkpoint, compile=compile)
+@pytest.mark.parametrize("kind", ["rdmm", "lddmm", "lookup"])
+def test_a_whole_rk4_step_traces_as_one_graph(kind):
+    """Where no step is recomputed, a compiled shot compiles whole steps: the four stages and
+    the combinations between them in one graph (negative control: the lookup breaks it)."""
+    torch._dynamo.reset()
+    dyn, state = _dynamics(kind, (12, 14))
+    t0, dt = torch.tensor(0.0), torch.tensor(0.25)
+    rk4 = solver_module._METHODS["rk4"]
+    explain = torch._dynamo.explain(solver_module._step)
+    explanation = explain(rk4, dyn, t0, dt, t0 + dt, state)
+    if kind == "lookup":
+        assert explanation.graph_break_count > 0
+    else:
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize(
+    "grad, checkpoint, shape, fused",
+    [
+        (True, False, (12, 14), 3),
+        (False, True, (12, 14), 3),
+        (True, True, (12, 14), 0),
+        (False, True, (8, 10, 9), 0),
+    ],
+)
+def test_whole_steps_are_compiled_where_no_step_is_recomputed(
+    grad, checkpoint, shape, fused, monkeypatch
+):
+    """2D shots without gradients and with ``checkpoint=False`` take the compiled whole step
+    and give the eager values; the recomputing node evaluates stage by stage, and 3D shots
+    compile the right-hand side alone (a whole 3D step compiles for minutes)."""
+    calls = []
+    step = solver_module._fused_step
+    monkeypatch.setattr(solver_module, "_fused_step", lambda *args: calls.append(1) or step(*args))
+    torch.manual_seed(1)
+    m0 = 0.3 * torch.randn(1, len(shape), *shape)
+    h0 = normalize_pre_weights(torch.rand(1, len(SIGMAS), *shape) + 0.1)
+    with torch.set_grad_enabled(grad):
+        maps = [
+            _shot("rdmm", m0.clone().requires_grad_(grad), h0, compile, checkpoint, steps=3).phi
+            for compile in (False, True)
+        ]
+    assert len(calls) == fused
+    torch.testing.assert_close(maps[1], maps[0], rtol=1e-5, atol=1e-6)
+
+
+def _shot(model: str, m0, h0, compile: bool, checkpoint: bool, steps: int = 4):
+    """A ``steps``-step rk4 shot of ``model`` with the forward map."""
+    solver = SolverOptions("rk4", steps, checkpoint=checkpoint, compile=compile, max_cfl=None)
     if model == "rdmm":
         return shoot_rdmm(m0, h0, SIGMAS, 0.06, None, solver, forward_map=True)
     if model == "lddmm":
