@@ -1,4 +1,5 @@
-"""Shooting units (vSVF, LDDMM, RDMM) integrated with torchdiffeq."""
+"""Shooting units (vSVF, LDDMM, RDMM): the engine's fixed-step integrator; dopri5 and the
+adjoint method through torchdiffeq."""
 
 from ..ops.energy import momentum_energy
 from .lddmm import EPDiffDynamics, shoot_lddmm
