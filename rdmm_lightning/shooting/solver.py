@@ -59,6 +59,13 @@ it the shot overflows to NaN within a few steps."""
 MAX_STEP_FACTOR = 8
 """The Courant limit raises a shot's steps to at most this multiple of ``num_steps``."""
 
+RECOMPILE_LIMIT = 64
+"""Compiled shooting raises dynamo's per-function recompile limit (default 8) to at least this:
+each grid, dtype, device, grad mode and dynamics class is one compiled graph of the same
+function, and one process that runs a network (its shooting grid with and without gradients)
+and then rdmm-opt (three scales, each with and without) passed 8, after which dynamo runs the
+rest eagerly (the IXI benchmark's rdmm-opt row, tenth session)."""
+
 
 @dataclass(frozen=True)
 class SolverOptions:
@@ -167,6 +174,8 @@ def compiled_dynamics(dynamics: nn.Module, device: torch.device | None = None) -
     compiled graph per grid, dtype and device and reuses it for every instance of the same
     class). Its ``_orig_mod`` is ``dynamics``.
 
+    Raises dynamo's recompile limit to :data:`RECOMPILE_LIMIT` (never lowers it).
+
     Raises:
         ValueError: on a CPU ``device`` without a C++ compiler (inductor builds its CPU kernels
             with one), before any compiling starts.
@@ -178,6 +187,8 @@ def compiled_dynamics(dynamics: nn.Module, device: torch.device | None = None) -
             "solver compile needs a C++ compiler on the CPU (torch.compile builds its kernels "
             "with it; install g++ or set CXX), or set solver compile to false"
         )
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(dynamics, dynamic=False)
 
 

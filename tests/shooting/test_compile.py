@@ -206,6 +206,18 @@ def test_compiling_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
         shoot_lddmm(m0, SIGMAS, (0.2, 0.3, 0.5), None, SolverOptions(compile=True))
 
 
+def test_compiling_raises_the_recompile_limit_and_never_lowers_it(monkeypatch):
+    """Each grid, grad mode and dynamics class is one more compiled graph of the same function:
+    dynamo's default limit of 8 ran an IXI evaluation's rdmm-opt eagerly after a network."""
+    dyn, _ = _dynamics("vsvf", (8, 8))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    solver_module.compiled_dynamics(dyn)
+    assert torch._dynamo.config.recompile_limit == solver_module.RECOMPILE_LIMIT > 8
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1000)
+    solver_module.compiled_dynamics(dyn)
+    assert torch._dynamo.config.recompile_limit == 1000
+
+
 def test_compile_option_must_be_a_bool():
     with pytest.raises(ValueError, match="solver compile must be true or false"):
         SolverOptions(compile="yes")
