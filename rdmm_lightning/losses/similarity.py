@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_mask, check_pair, reduce
-from .local_sums import IntOrSeq, local_sum
+from .local_sums import IntOrSeq, local_mean, local_sum
 
 __all__ = [
     "ssd_loss",
@@ -92,7 +92,8 @@ def local_ncc_map(
 
     Local statistics are weighted means over the window at each voxel (box or Gaussian weights
     times the mask), restricted to the part of the window inside the image: window sums
-    (:mod:`.local_sums`, zero padding) are divided by the window sum of ones (or of the mask).
+    (:mod:`.local_sums`, zero padding) are divided by the window sum of ones (or of the mask);
+    without a mask, :func:`~.local_sums.local_mean` does both in one pass.
     Hence ``cc = 1`` (up to ``eps``) wherever ``target = a * warped + b`` with ``a > 0``, the
     border included. ``eps`` is added to the product of local variances (intensity^4 units); flat
     regions give ``cc = 0``. Inputs are first centred by their global mean (exact; it improves
@@ -101,13 +102,17 @@ def local_ncc_map(
     check_pair(warped, target)
     mask = check_mask(mask, warped)
     x, y = _centred(warped, mask, detach=True), _centred(target, mask, detach=True)
-    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    # Two stacks, so that autograd sends the gradient back through the window sums of the
+    # warped image's statistics only (the target's are constant unless it requires grad).
+    moving, fixed = torch.cat([x, x * x, x * y], dim=1), torch.cat([y, y * y], dim=1)
     if mask is None:
-        weight = x.new_ones((1, 1, *x.shape[2:]))
+        mx, mxx, mxy = local_mean(moving, window, kernel, dilation).chunk(3, dim=1)
+        my, myy = local_mean(fixed, window, kernel, dilation).chunk(2, dim=1)
     else:
-        weight, stack = mask, stack * mask
-    count = local_sum(weight, window, kernel, dilation).clamp_min(torch.finfo(x.dtype).tiny)
-    mx, my, mxx, myy, mxy = (local_sum(stack, window, kernel, dilation) / count).chunk(5, dim=1)
+        tiny = torch.finfo(x.dtype).tiny
+        count = local_sum(mask, window, kernel, dilation).clamp_min(tiny)
+        mx, mxx, mxy = (local_sum(moving * mask, window, kernel, dilation) / count).chunk(3, 1)
+        my, myy = (local_sum(fixed * mask, window, kernel, dilation) / count).chunk(2, dim=1)
     var = (mxx - mx * mx).clamp_min(0.0) * (myy - my * my).clamp_min(0.0)
     cov = mxy - mx * my
     if squared:

@@ -1,10 +1,18 @@
+import dataclasses
 import itertools
 import math
 
 import pytest
 import torch
 
-from rdmm_lightning.losses.local_sums import box_sum, gaussian_sum, local_sum
+from rdmm_lightning.losses.local_sums import (
+    _local_operator,
+    box_sum,
+    gaussian_sum,
+    local_mean,
+    local_sum,
+)
+from rdmm_lightning.ops.separable_smoothing import apply_separable
 
 
 def naive_window_sum(x, window, dilation, weight=None):
@@ -76,3 +84,52 @@ def test_local_sum_errors():
         box_sum(x, 0)
     with pytest.raises(ValueError, match=r"\(B, C, \*S\)"):
         box_sum(torch.rand(1, 1, 5), 3)
+
+
+@pytest.mark.parametrize("kernel", ["box", "gaussian"])
+@pytest.mark.parametrize(
+    "shape, window, dilation",
+    [((7, 6), (3, 4), (1, 2)), ((5, 4, 6), (3, 4, 5), (2, 1, 1)), ((6, 5), 9, 1)],
+)
+def test_local_mean_is_sum_over_window_weight(kernel, shape, window, dilation):
+    """The one-pass mean (division folded into the axis matrices) equals the window sum divided
+    by the window sum of ones, the border (truncated windows) included."""
+    x = torch.rand(2, 3, *shape, dtype=torch.float64)
+    ones = torch.ones(1, 1, *shape, dtype=torch.float64)
+    expected = local_sum(x, window, kernel, dilation) / local_sum(ones, window, kernel, dilation)
+    torch.testing.assert_close(local_mean(x, window, kernel, dilation), expected)
+
+
+@pytest.mark.parametrize("kernel", ["box", "gaussian"])
+@pytest.mark.parametrize("mean", [False, True])
+def test_local_sums_gradcheck_even_dilated_windows(kernel, mean):
+    """The backward pass is the operator's transpose: even windows (one more tap on the
+    positive side) and row-normalised means are not symmetric, so applying the operator itself
+    to the gradient would be wrong here."""
+    x = torch.rand(1, 2, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    fn = local_mean if mean else local_sum
+    assert torch.autograd.gradcheck(lambda a: fn(a, (4, 2, 3), kernel, (1, 2, 1)), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: fn(a, (4, 2, 3), kernel, (1, 2, 1)), (x,))
+
+
+def test_local_sums_backward_negative_control():
+    """Negative control for the test above: the same operator marked symmetric (backward = the
+    operator, not its transpose) gives a wrong gradient for an even window."""
+    x = torch.rand(1, 1, 6, 5, dtype=torch.float64, requires_grad=True)
+    op = _local_operator((6, 5), (4, 2), (1, 1), "box", (0.0, 0.0), False, x.dtype, x.device)
+    assert not op.symmetric
+    grad = torch.rand(1, 1, 6, 5, dtype=torch.float64)
+    (right,) = torch.autograd.grad(apply_separable(x, op), x, grad)
+    wrong_op = dataclasses.replace(op, symmetric=True)
+    (wrong,) = torch.autograd.grad(apply_separable(x, wrong_op), x, grad)
+    expected = naive_window_sum(grad, (4, 2), (-1, -1))  # adjoint: the mirrored window
+    torch.testing.assert_close(right, expected)
+    assert not torch.allclose(wrong, expected)
+
+
+def test_local_sums_keep_dtype_and_cache_per_grid():
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float32)
+    assert box_sum(x, 3).dtype == torch.float32
+    op = _local_operator((8, 8), (3, 3), (1, 1), "box", (0.0, 0.0), False, x.dtype, x.device)
+    again = _local_operator((8, 8), (3, 3), (1, 1), "box", (0.0, 0.0), False, x.dtype, x.device)
+    assert op is again and op.symmetric

@@ -272,6 +272,20 @@ def test_lncc_and_mi_gradcheck():
     assert torch.autograd.gradcheck(lambda a: mutual_information_loss(a, y, num_bins=8), (x,))
 
 
+@pytest.mark.parametrize("kernel", ["box", "gaussian"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_lncc_gradcheck_both_images_3d(kernel, masked):
+    """Both images require grad (bidirectional losses warp the target too): the target's
+    window statistics, kept apart from the warped image's, carry their gradient as well; even
+    and dilated windows (non-symmetric window matrices) included."""
+    x = torch.rand(1, 2, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(1, 2, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(1, 1, 5, 4, 6, dtype=torch.float64) > 0.3).double() if masked else None
+    assert torch.autograd.gradcheck(
+        lambda a, b: lncc_loss(a, b, (3, 4, 2), kernel, mask=mask, dilation=(1, 2, 1)), (x, y)
+    )
+
+
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_bad_inputs(name):
     loss = LOSSES[name]
