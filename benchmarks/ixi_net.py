@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -132,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
         help="stages checkpoints and opt: shoot through torch.compile (rdmm infer "
         "--compile-shooting, solver.compile=true; the first pair of each row compiles)",
     )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="stages checkpoints and opt: every row on pair 1, then on pair 2, ... in one "
+        "process (time ratios measured in one run; shared cores change speed over minutes)",
+    )
     args = parser.parse_args(argv)
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     csv_path = args.data / "pairs_eval.csv"
@@ -143,27 +152,17 @@ def main(argv: list[str] | None = None) -> None:
     pairs = read_pairs_csv(csv_path)[: args.pairs]
     subset = args.root / "pairs_eval_subset.csv"
     subset.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["source,target,source_label,target_label"]
-    lines += [f"{p.source},{p.target},{p.source_label},{p.target_label}" for p in pairs]
+    lines = [PAIR_HEADER] + [_pair_line(p) for p in pairs]
     subset.write_text("\n".join(lines) + "\n")
     table = []
     if "nets" in stages:
         table += _nets(args, subset)
-    if "checkpoints" in stages:
-        table += _checkpoints(args, subset)
-    if "opt" in stages:
-        out = args.root / "eval" / f"affine_opt_rdmm_opt{_compiled(args)}"
-        print("evaluating affine-opt + rdmm-opt", file=sys.stderr, flush=True)
-        config = {
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in IXI_DEFORMABLE.items()},
-            "working_shape": [64, 80, 80],
-            "spacing_mode": "physical",
-        }
-        if args.compile_shooting:
-            config["solver"] = {"compile": True}
-        result = evaluate_pairs(subset, out, model="rdmm", config=config)
-        name = "affine-opt + rdmm-opt (64x80x80)" + _compiled(args, " (compiled shooting)")
-        table.append(_row(name, result.summary, "-"))
+    runs = _checkpoint_runs(args) if "checkpoints" in stages else []
+    runs += [_opt_run(args)] if "opt" in stages else []
+    if args.interleave:
+        table += _interleaved_rows(args, pairs, runs)
+    else:
+        table += _evaluate_rows(args, subset, runs)
     print(
         f"\nIXI, {len(pairs)} evaluation pairs, {args.threads} threads, "
         f"64x80x80 working grid, Dice at the 2 mm label grid"
@@ -178,11 +177,22 @@ def _compiled(args: argparse.Namespace, text: str = "_compiled") -> str:
     return text if args.compile_shooting else ""
 
 
-def _checkpoints(args: argparse.Namespace, subset: Path) -> list[str]:
+@dataclass(frozen=True)
+class Run:
+    """One table row: its ``name``, output folder name ``folder``, the keyword arguments of
+    :func:`evaluate_pairs` and the ``training`` column."""
+
+    name: str
+    folder: str
+    kwargs: dict[str, Any]
+    training: str
+
+
+def _checkpoint_runs(args: argparse.Namespace) -> list[Run]:
     """Rows of the ``--checkpoint LABEL=CKPT`` nets, without and with ``--refine-steps``."""
     from rdmm_lightning.pretrained.registry import resolve_checkpoint
 
-    table = []
+    runs = []
     for spec in args.checkpoint:
         label, sep, ckpt = spec.partition("=")
         if not sep or not label or not ckpt:
@@ -195,15 +205,91 @@ def _checkpoints(args: argparse.Namespace, subset: Path) -> list[str]:
             name += _compiled(args, " (compiled shooting)")
             k_dir = "" if args.num_steps is None else f"_k{args.num_steps}"
             k_dir += _compiled(args)
-            out = args.root / "eval" / f"{label}_{args.affine or 'default'}{k_dir}_refine{refine}"
-            print(f"evaluating {name} ({path})", file=sys.stderr, flush=True)
-            result = evaluate_pairs(
-                subset, out, checkpoint=path, refine_steps=refine, affine=args.affine,
-                threads=args.threads, num_steps=args.num_steps,
-                compile_shooting=args.compile_shooting or None,
+            folder = f"{label}_{args.affine or 'default'}{k_dir}_refine{refine}"
+            kwargs = dict(
+                checkpoint=path, refine_steps=refine, affine=args.affine, threads=args.threads,
+                num_steps=args.num_steps, compile_shooting=args.compile_shooting or None,
             )  # fmt: skip
-            table.append(_row(name, result.summary, _steps(path)))
+            runs.append(Run(name, folder, kwargs, _steps(path)))
+    return runs
+
+
+def _opt_run(args: argparse.Namespace) -> Run:
+    """The affine-opt + rdmm-opt row (IXI settings of ``benchmarks/ixi_opt.py``)."""
+    config = {
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in IXI_DEFORMABLE.items()},
+        "working_shape": [64, 80, 80],
+        "spacing_mode": "physical",
+    }
+    if args.compile_shooting:
+        config["solver"] = {"compile": True}
+    name = "affine-opt + rdmm-opt (64x80x80)" + _compiled(args, " (compiled shooting)")
+    folder = f"affine_opt_rdmm_opt{_compiled(args)}"
+    kwargs = {"model": "rdmm", "config": config, "threads": args.threads}
+    return Run(name, folder, kwargs, "-")
+
+
+def _evaluate_rows(args: argparse.Namespace, subset: Path, runs: list[Run]) -> list[str]:
+    """Each run over all pairs, one run after the other."""
+    table = []
+    for run in runs:
+        print(f"evaluating {run.name}", file=sys.stderr, flush=True)
+        result = evaluate_pairs(subset, args.root / "eval" / run.folder, **run.kwargs)
+        table.append(_row(run.name, result.summary, run.training))
     return table
+
+
+def _interleaved_rows(args: argparse.Namespace, pairs: list, runs: list[Run]) -> list[str]:
+    """``--interleave``: every run on pair 1, then every run on pair 2, ..., in this process, so
+    that a change in the machine's speed during the benchmark (shared cores) hits every row
+    alike and the rows' time ratios are measured in one run. Prints the ratio of each row's
+    mean time to the last row's (rdmm-opt when ``opt`` is a stage)."""
+    rows: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs}
+    for i, pair in enumerate(pairs, start=1):
+        one = args.root / "pairs" / f"pair_{i:03d}.csv"
+        one.parent.mkdir(parents=True, exist_ok=True)
+        one.write_text(f"{PAIR_HEADER}\n{_pair_line(pair)}\n")
+        for run in runs:
+            out = args.root / "eval" / run.folder / f"pair_{i:03d}"
+            row = evaluate_pairs(one, out, progress=False, **run.kwargs).rows[0]
+            rows[run.name].append(row)
+            print(
+                f"pair {i}/{len(pairs)} {run.name}: Dice {row['dice_mean']:.4f}, "
+                f"{row['time_s']:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    table, times = [], {}
+    for run in runs:
+        stats = {key: _mean_std(r[key] for r in rows[run.name]) for key in SUMMARY_KEYS}
+        summary = {"mean": {k: v[0] for k, v in stats.items()}}
+        summary["std"] = {k: v[1] for k, v in stats.items()}
+        times[run.name] = summary["mean"]["time_s"]
+        table.append(_row(run.name, summary, run.training))
+    last = runs[-1].name
+    for run in runs[:-1]:
+        print(
+            f"time ratio, interleaved: {run.name} / {last} = {times[run.name] / times[last]:.3f}",
+            file=sys.stderr,
+        )
+    return table
+
+
+SUMMARY_KEYS = ("dice_mean", "dice_initial_mean", "negative_jacobian_voxels", "time_s")
+"""The per-pair metrics of a table row."""
+PAIR_HEADER = "source,target,source_label,target_label"
+
+
+def _pair_line(pair) -> str:
+    return f"{pair.source},{pair.target},{pair.source_label},{pair.target_label}"
+
+
+def _mean_std(values) -> tuple[float | None, float | None]:
+    """Mean and population std (as ``summary.json``) of the values that are not None."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.pstdev(present)
 
 
 def _nets(args: argparse.Namespace, subset: Path) -> list[str]:

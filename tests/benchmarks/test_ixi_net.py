@@ -53,6 +53,27 @@ def test_checkpoints_stage_num_steps_is_passed_and_named(synth_pair, tmp_path, c
     assert '"num_steps": 3' in summary.read_text()
 
 
+def test_interleaved_rows_match_the_row_by_row_ones(synth_pair, tmp_path, capsys):
+    """--interleave runs every row on pair 1, then on pair 2; same rows, same Dice (the
+    registrations are deterministic), and the time ratio of the rows on stderr."""
+    common = ["--stages", "checkpoints", "--data", str(synth_pair), "--checkpoint",
+              "rdmm-net=synth2d-rdmm-net", "--refine-steps", "2", "--pairs", "1", "--threads",
+              "1", "--affine", "none"]  # fmt: skip
+    ixi_net.main([*common, "--root", str(tmp_path / "a")])
+    plain = capsys.readouterr().out
+    ixi_net.main([*common, "--root", str(tmp_path / "b"), "--interleave"])
+    captured = capsys.readouterr()
+
+    def dice(out):
+        rows = [line for line in out.splitlines() if line.startswith("| affine")]
+        return [(r.split(" | ")[0], r.split(" | ")[1]) for r in rows]
+
+    assert dice(captured.out) == dice(plain) and len(dice(plain)) == 2
+    assert "pair 1/1 affine none + rdmm-net: Dice" in captured.err
+    assert "time ratio, interleaved: affine none + rdmm-net / " in captured.err
+    assert (tmp_path / "b" / "eval" / "rdmm-net_none_refine2" / "pair_001").is_dir()
+
+
 def test_checkpoint_spec_must_name_a_label(synth_pair, tmp_path):
     with pytest.raises(SystemExit, match="LABEL=CKPT"):
         ixi_net.main(
