@@ -27,6 +27,10 @@ trained on the affinely pre-aligned pool (``rdmm data align``; affine-opt on eac
 
 evaluates every ``LABEL=CKPT`` (a path or a shipped model's name) with K as trained (or
 ``--num-steps K``), without and with ``--refine-steps`` (``--refine-steps 0``: without only).
+``--interleave`` (stages checkpoints and opt) runs every row on pair 1, then every row on pair 2,
+and so on, in one process, and prints each row's time as a ratio of the last row's: the
+machine's cores are shared, and their speed drifts by 10% over minutes, more than the
+differences a ratio between rows is meant to show.
 """
 
 from __future__ import annotations

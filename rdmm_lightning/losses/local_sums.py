@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..ops.gaussian import gaussian_window
-from ..ops.separable_smoothing import AxisFactor, SeparableOperator, apply_separable
+from ..ops.separable_smoothing import AxisFactor, SeparableOperator, apply_separable, band_matrix
 
 __all__ = ["box_sum", "gaussian_sum", "local_mean", "local_sum", "per_axis"]
 
@@ -77,19 +77,6 @@ def _tap_weights(k: int, kernel: str, sigma: float) -> Tensor:
     return gaussian_window(j, sigma)
 
 
-def window_matrix(n: int, k: int, dilation: int, weights: Tensor) -> Tensor:
-    """``(n, n)`` float64 matrix of the local sum along one axis of ``n`` voxels: row ``i`` has
-    ``weights[j + lo]`` at column ``i + dilation * j`` for ``j = -lo, ..., hi`` inside the axis
-    (zero padding)."""
-    lo = (k - 1) // 2
-    i = torch.arange(n)
-    offset = i.view(1, -1) - i.view(-1, 1)  # column - row
-    matrix = torch.zeros(n, n, dtype=torch.float64)
-    for tap, j in enumerate(range(-lo, k - lo)):
-        matrix += weights[tap] * (offset == dilation * j)
-    return matrix
-
-
 @lru_cache(maxsize=64)
 def _local_operator(
     shape: tuple[int, ...],
@@ -105,7 +92,7 @@ def _local_operator(
     divided by its row sums) on a grid ``shape``."""
     factors, symmetric = [], True
     for n, k, d, sigma in zip(shape, windows, dilations, sigmas):
-        matrix = window_matrix(n, k, d, _tap_weights(k, kernel, sigma))
+        matrix = band_matrix(n, _tap_weights(k, kernel, sigma), (k - 1) // 2, d)
         if mean:
             matrix = matrix / matrix.sum(dim=1, keepdim=True)
         symmetric = symmetric and bool(torch.equal(matrix, matrix.T))

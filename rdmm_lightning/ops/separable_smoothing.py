@@ -40,6 +40,7 @@ from .gaussian import gaussian_taps
 __all__ = [
     "AxisFactor",
     "SeparableOperator",
+    "band_matrix",
     "gaussian_toeplitz",
     "truncated_axis_factor",
     "separable_operator",
@@ -95,14 +96,22 @@ class SeparableOperator:
         return SeparableOperator(self.shape, terms, self.combined, False)
 
 
+def band_matrix(n: int, taps: Tensor, lo: int, dilation: int = 1) -> Tensor:
+    """``(n, n)`` float64 matrix of a 1D filter along an axis of ``n`` voxels, zero outside
+    the axis: row ``i`` holds ``taps[t]`` at column ``i + dilation * (t - lo)`` (``taps: (k,)``,
+    tap ``lo`` on the diagonal)."""
+    offset = torch.arange(n).view(1, -1) - torch.arange(n).view(-1, 1)  # column - row
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    for t, weight in enumerate(taps.tolist()):
+        matrix += weight * (offset == dilation * (t - lo))
+    return matrix
+
+
 def gaussian_toeplitz(n: int, sigma_vox: float, truncate: float) -> Tensor:
     """``(n, n)`` float64 matrix of the 1D linear convolution (zero outside the grid) with
     :func:`~rdmm_lightning.ops.gaussian.gaussian_taps`."""
     g = gaussian_taps(sigma_vox, truncate)
-    r = g.numel() // 2
-    i = torch.arange(n)
-    diff = i.view(-1, 1) - i.view(1, -1)
-    return torch.where(diff.abs() <= r, g[(diff + r).clamp(0, 2 * r)], 0.0)
+    return band_matrix(n, g, g.numel() // 2)
 
 
 @lru_cache(maxsize=16)
