@@ -18,6 +18,7 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -59,6 +60,10 @@ LOSSES = {
 }
 
 
+def _backward(loss, warped: torch.Tensor, target: torch.Tensor) -> None:
+    loss(warped, target).backward()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -77,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         warped, target = _images(args.batch, shape)
         leaf = warped.clone().requires_grad_(True)
         for name, loss in LOSSES.items():
-            forward = _median_ms(lambda: loss(warped, target), args.repeats)
-            both = _median_ms(lambda: loss(leaf, target).backward(), args.repeats)
+            forward = _median_ms(partial(loss, warped, target), args.repeats)
+            both = _median_ms(partial(_backward, loss, leaf, target), args.repeats)
             grid = "x".join(map(str, shape))
             print(f"| {name} | {grid} | {forward:.2f} | {both:.2f} |", flush=True)
 

@@ -1,14 +1,14 @@
 """Losses: image similarities (SSD, NCC, LNCC, mk-LNCC, MI), shooting energy, OMT, symmetry,
 label overlap (:mod:`.labels`).
 
-Pure functions in :mod:`.similarity` and :mod:`.regularizers`, windowed sums in
+Pure functions in :mod:`.similarity` and :mod:`.regularizers`, windowed sums and means in
 :mod:`.local_sums`, ``nn.Module`` wrappers and :func:`similarity_from_name` in :mod:`.modules`,
 the registration loss (terms and weighted total) in :mod:`.compose`.
 """
 
 from .compose import registration_terms, weighted_total
 from .labels import label_probabilities, label_values, soft_dice_loss, warped_label_dice_loss
-from .local_sums import box_sum, gaussian_sum, local_sum
+from .local_sums import box_sum, gaussian_sum, local_mean, local_sum
 from .modules import (
     SIMILARITY_NAMES,
     LNCCLoss,
@@ -41,6 +41,7 @@ from .similarity import (
 __all__ = [
     "box_sum",
     "gaussian_sum",
+    "local_mean",
     "local_sum",
     "ssd_loss",
     "ncc_loss",

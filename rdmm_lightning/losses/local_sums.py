@@ -31,13 +31,14 @@ from torch import Tensor
 
 from ..ops.gaussian import gaussian_window
 from ..ops.separable_smoothing import AxisFactor, SeparableOperator, apply_separable, band_matrix
+from ..options import LocalKernel, either, values
 
 __all__ = ["box_sum", "gaussian_sum", "local_mean", "local_sum", "per_axis"]
 
 IntOrSeq = int | Sequence[int]
 FloatOrSeq = float | Sequence[float]
 
-KERNELS = ("box", "gaussian")
+KERNELS = values(LocalKernel)
 """Window kinds of :func:`local_sum` and :func:`local_mean`."""
 
 
@@ -119,7 +120,7 @@ def _apply_window(
     mean: bool,
 ) -> Tensor:
     if kernel not in KERNELS:
-        raise ValueError(f"kernel must be 'box' or 'gaussian'; got {kernel!r}")
+        raise ValueError(f"kernel must be {either(LocalKernel)}; got {kernel!r}")
     windows, dilations = _check_input(x, window, dilation)
     sigmas = _sigmas(windows, sigma) if kernel == "gaussian" else (0.0,) * len(windows)
     shape = tuple(x.shape[2:])
