@@ -267,3 +267,31 @@ def test_a_diverged_first_step_gives_a_non_finite_loss_not_an_error():
     module = _fast_rdmm_module(5.0)
     loss = module.training_step(batch, 0)
     assert not bool(torch.isfinite(loss))
+
+
+def test_optimizer_is_fused_adam_with_the_same_update():
+    """configure_optimizers takes Adam's fused kernel on the CPU (torch >= 2.4) and its update
+    equals the default implementation's (float64, two steps, weight decay and a skipped
+    parameter without gradient included)."""
+    from rdmm_lightning.models.base import adam
+
+    torch.manual_seed(0)
+    shape = (16, 16)
+    module = make_module("svf", shape)
+    opt = module.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert opt.defaults["fused"] is True
+    params = [torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64)) for _ in range(3)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    start = [p.detach().clone() for p in params]
+    fused = adam(params, lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.Adam(twins, lr=1e-2, weight_decay=0.1)
+    for _ in range(2):
+        for p, q in zip(params[:2], twins[:2]):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(params[0], start[0]) and torch.equal(params[2], start[2])
