@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -47,8 +46,14 @@ from typing import Any
 
 import torch
 
+from rdmm_lightning.io.pairs import PAIR_COLUMNS
 from rdmm_lightning.options import AffineStage, values
-from rdmm_lightning.pipeline.evaluate import evaluate_pairs, read_pairs_csv
+from rdmm_lightning.pipeline.evaluate import (
+    SUMMARY_METRICS,
+    evaluate_pairs,
+    mean_std,
+    read_pairs_csv,
+)
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -265,7 +270,7 @@ def _interleaved_rows(args: argparse.Namespace, pairs: list, runs: list[Run]) ->
             )
     table, times = [], {}
     for run in runs:
-        stats = {key: _mean_std(r[key] for r in rows[run.name]) for key in SUMMARY_KEYS}
+        stats = {key: mean_std(r[key] for r in rows[run.name]) for key in SUMMARY_METRICS}
         summary = {"mean": {k: v[0] for k, v in stats.items()}}
         summary["std"] = {k: v[1] for k, v in stats.items()}
         times[run.name] = summary["mean"]["time_s"]
@@ -279,21 +284,13 @@ def _interleaved_rows(args: argparse.Namespace, pairs: list, runs: list[Run]) ->
     return table
 
 
-SUMMARY_KEYS = ("dice_mean", "dice_initial_mean", "negative_jacobian_voxels", "time_s")
-"""The per-pair metrics of a table row."""
-PAIR_HEADER = "source,target,source_label,target_label"
+PAIR_HEADER = ",".join(PAIR_COLUMNS)
 
 
 def _pair_line(pair) -> str:
-    return f"{pair.source},{pair.target},{pair.source_label},{pair.target_label}"
-
-
-def _mean_std(values) -> tuple[float | None, float | None]:
-    """Mean and population std (as ``summary.json``) of the values that are not None."""
-    present = [float(v) for v in values if v is not None]
-    if not present:
-        return None, None
-    return statistics.fmean(present), statistics.pstdev(present)
+    """One CSV line of a pair (empty cells for missing label maps)."""
+    cells = (getattr(pair, column) for column in PAIR_COLUMNS)
+    return ",".join("" if cell is None else str(cell) for cell in cells)
 
 
 def _nets(args: argparse.Namespace, subset: Path) -> list[str]:

@@ -48,6 +48,7 @@ __all__ = [
     "PairRow",
     "evaluate_pairs",
     "format_summary_table",
+    "mean_std",
     "pair_folder_name",
     "read_pairs_csv",
 ]
@@ -196,7 +197,7 @@ def _result_row(row: PairRow, metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     """Mean and population std (ddof 0) of the values that are not None; (None, None) if none."""
     present = [float(v) for v in values if v is not None]
     if not present:
@@ -224,7 +225,7 @@ def _summary(
     means: dict[str, float | None] = {}
     stds: dict[str, float | None] = {}
     for key in SUMMARY_METRICS:
-        means[key], stds[key] = _mean_std(r[key] for r in rows)
+        means[key], stds[key] = mean_std(r[key] for r in rows)
     summary = {
         "pairs": len(rows),
         "pairs_with_labels": sum(p.has_labels for p in pairs),
