@@ -2,7 +2,7 @@
 loading."""
 
 from .affine_module import AffineNetModule
-from .base import CHECKPOINT_KEY, RegistrationModuleBase
+from .base import CHECKPOINT_KEY, RegistrationModuleBase, TrainingDivergedError
 from .callbacks import AttributeSchedule, RefinementStepsSchedule, SymmetrySchedule
 from .checkpoint import CheckpointError, load_registration_checkpoint, read_checkpoint
 from .registration_module import RegistrationNetModule
@@ -16,6 +16,7 @@ __all__ = [
     "RegistrationModuleBase",
     "RegistrationNetModule",
     "SymmetrySchedule",
+    "TrainingDivergedError",
     "load_registration_checkpoint",
     "read_checkpoint",
 ]

@@ -18,15 +18,29 @@ from ..io.preprocessing import PreprocessingConfig
 from ..metrics.dice import mean_dice
 from ..metrics.jacobian import fold_statistics, jacobian_determinant
 from ..ops.warp import warp_labels
+from ..shooting.result import NonFiniteInputError
 from .figures import log_figure
 from .hparams import check_image_shape
 
-__all__ = ["RegistrationModuleBase", "CHECKPOINT_KEY", "STAGES", "EVAL_METRICS"]
+__all__ = [
+    "RegistrationModuleBase",
+    "TrainingDivergedError",
+    "CHECKPOINT_KEY",
+    "STAGES",
+    "EVAL_METRICS",
+]
 
 CHECKPOINT_KEY = "rdmm_lightning"
 """Checkpoint entry with the module class, model name, package version and schedule state."""
 STAGES = ("train", "val", "test")
 EVAL_METRICS = ("dice", "negative_jacobian_fraction", "folds")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The weights no longer give a finite loss, so the run cannot recover: a long run of
+    updates without finite gradients (see ``max_consecutive_skipped_steps``), or networks whose
+    outputs on the (finite) validation images are not finite. One-line message; ``train.py``
+    and ``rdmm train`` print it and exit with 1 (the checkpoints written so far stay)."""
 
 
 def adam(params: Iterable[torch.nn.Parameter], **options: Any) -> torch.optim.Adam:
@@ -49,6 +63,12 @@ class RegistrationModuleBase(pl.LightningModule):
     """
 
     model_name: str = ""
+    max_consecutive_skipped_steps: int = 100
+    """A run of this many updates in a row with non-finite gradients stops the training with
+    :class:`TrainingDivergedError`: a pair on which the loss diverges now and then is skipped,
+    but weights whose every output is non-finite (a finite update too large, e.g. a gradient
+    spike without ``trainer.gradient_clip_val``) would otherwise train on, unchanged, to the
+    end of the budget."""
     loss_terms: tuple[str, ...] = ("loss",)
     schedule_attributes: tuple[str, ...] = ()
 
@@ -57,6 +77,7 @@ class RegistrationModuleBase(pl.LightningModule):
         self.dim = len(self.image_shape)
         self.spacing_mode = spacing_mode
         self.skipped_steps = 0  # updates dropped for non-finite gradients
+        self._skipped_run: tuple[int, int] = (0, 0)  # (first step, length) of the current run
         # preprocessing record (spatial and intensity) of the training volumes, set when loaded
         # from a training checkpoint (rdmm_lightning.models.load_registration_checkpoint); None:
         # the image_shape grid over the target's field of view
@@ -152,11 +173,20 @@ class RegistrationModuleBase(pl.LightningModule):
             self._figure = None
 
     # ------------------------------------------------------------------------- lightning
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", batch_idx)
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        try:
+            return self._step(batch, "train", batch_idx)
+        except NonFiniteInputError:  # the networks' outputs overflowed: no loss to step on
+            self._record_skipped_step()
+            return None  # Lightning skips the backward pass and the update
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._step(batch, "val", batch_idx)
+        try:
+            return self._step(batch, "val", batch_idx)
+        except NonFiniteInputError:  # finite validation images: the weights are broken
+            raise self._diverged(
+                f"the networks' outputs on validation batch {batch_idx} are not finite"
+            ) from None
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._step(batch, "test", batch_idx)
@@ -173,12 +203,32 @@ class RegistrationModuleBase(pl.LightningModule):
         they were. The running count is logged as ``train/skipped_steps``."""
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
         if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            self._skipped_run = (0, 0)
             return
         for p in self.parameters():
             p.grad = None
+        self._record_skipped_step()
+
+    def _record_skipped_step(self) -> None:
+        """Count a dropped update; raise :class:`TrainingDivergedError` at the end of a run of
+        ``max_consecutive_skipped_steps`` of them."""
         self.skipped_steps += 1
+        first, length = self._skipped_run
+        self._skipped_run = (first if length else self.global_step, length + 1)
         if self._trainer is not None:
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+        if length + 1 >= self.max_consecutive_skipped_steps:
+            first = self._skipped_run[0]
+            raise self._diverged(
+                f"the last {length + 1} updates (from step {first}) had no finite loss or "
+                f"gradients, so the weights stayed those of step {first}"
+            )
+
+    def _diverged(self, reason: str) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"training diverged at step {self.global_step}: {reason}; resume from a checkpoint "
+            "written before it with a lower model.lr or with trainer.gradient_clip_val"
+        )
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -4,7 +4,7 @@ adjoint method through torchdiffeq."""
 from ..ops.energy import momentum_energy
 from .lddmm import EPDiffDynamics, shoot_lddmm
 from .rdmm import RDMMDynamics, shoot_rdmm
-from .result import ShootingResult
+from .result import NonFiniteInputError, ShootingResult
 from .solver import SolverOptions, integrate
 from .units import (
     MODELS,
@@ -20,6 +20,7 @@ from .units import (
 from .vsvf import integrate_velocity, shoot_vsvf
 
 __all__ = [
+    "NonFiniteInputError",
     "MODELS",
     "LDDMMShooting",
     "MultiGaussianShooting",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["ShootingResult", "validate_momentum", "validate_pre_weights"]
+__all__ = ["ShootingResult", "NonFiniteInputError", "validate_momentum", "validate_pre_weights"]
 
 
 @dataclass
@@ -36,6 +36,11 @@ class ShootingResult:
     trajectory: dict[str, Tensor] | None = field(default=None, repr=False)
 
 
+class NonFiniteInputError(ValueError):
+    """A shot's initial momentum or pre-weights hold NaN or Inf (e.g. the outputs of a network
+    whose training diverged)."""
+
+
 def validate_momentum(m0: Tensor, name: str = "m0") -> None:
     """Raise ValueError unless ``m0`` is a finite floating ``(B, D, *S)`` field, D = len(S)."""
     if not isinstance(m0, torch.Tensor) or not torch.is_floating_point(m0):
@@ -47,7 +52,7 @@ def validate_momentum(m0: Tensor, name: str = "m0") -> None:
     if min(m0.shape[2:]) < 3:
         raise ValueError(f"{name} needs at least 3 voxels per axis; got {tuple(m0.shape)}")
     if not bool(torch.isfinite(m0).all()):
-        raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
+        raise NonFiniteInputError(f"{name} contains non-finite values (NaN or Inf)")
 
 
 def validate_pre_weights(h0: Tensor, m0: Tensor, num_kernels: int, name: str = "h0") -> None:
@@ -59,4 +64,4 @@ def validate_pre_weights(h0: Tensor, m0: Tensor, num_kernels: int, name: str = "
     if h0.dtype != m0.dtype:
         raise ValueError(f"{name} dtype {h0.dtype} must match m0 dtype {m0.dtype}")
     if not bool(torch.isfinite(h0).all()):
-        raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
+        raise NonFiniteInputError(f"{name} contains non-finite values (NaN or Inf)")

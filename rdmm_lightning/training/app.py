@@ -219,9 +219,11 @@ def _remove_if_unused(folder: Path, hydra_cfg: Any, cfg: DictConfig) -> None:
         folder = folder.parent
 
 
-def _app(prog: str, relaunch: list[str], failures: list[str]) -> Callable[[], Any]:
+def _app(prog: str, relaunch: list[str], failures: list[int]) -> Callable[[], Any]:
     """The ``@hydra.main`` function; ``relaunch`` is the command that DDP sub-processes run
-    (with the job's overrides), failed jobs' errors go to ``failures``."""
+    (with the job's overrides), failed jobs' exit codes go to ``failures`` (2: config or
+    input error, 1: the training diverged)."""
+    from ..models import TrainingDivergedError
     from .run import run_training
 
     @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
@@ -240,8 +242,11 @@ def _app(prog: str, relaunch: list[str], failures: list[str]) -> Callable[[], An
                 run_training(composed, run_dir=run_dir)
         except TrainingConfigError as exc:
             _remove_if_unused(run_dir, hydra_cfg, cfg)
-            failures.append(f"{job}{exc}")
+            failures.append(2)
             print(f"{prog}: error: {job}{exc}", file=sys.stderr, flush=True)
+        except TrainingDivergedError as exc:  # the run folder keeps its checkpoints
+            failures.append(1)
+            print(f"{prog}: error: {job}{exc} ({run_dir})", file=sys.stderr, flush=True)
 
     return train_job
 
@@ -262,13 +267,14 @@ def main(
         relaunch: the command that DDP sub-processes run before their overrides (default
             ``sys.argv[0]``; ``rdmm train``: ``[sys.argv[0], "train"]``).
 
-    Config and input errors are one line on stderr and exit code 2; Hydra's own failures keep
-    Hydra's report and exit code 1.
+    Config and input errors are one line on stderr and exit code 2; a diverged training
+    (:class:`~rdmm_lightning.models.TrainingDivergedError`) one line and exit code 1; Hydra's
+    own failures keep Hydra's report and exit code 1.
     """
     from ..runtime import apply_process_threads
 
     args = list(sys.argv[1:] if argv is None else argv)
-    failures: list[str] = []
+    failures: list[int] = []
     try:
         args, given = _pop_threads(args)
         count = _thread_count(given) if given is not None else threads
@@ -297,4 +303,4 @@ def main(
             app()
         except SystemExit as exc:  # --help, Hydra's errors
             return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return 2 if failures else 0
+    return max(failures, default=0)

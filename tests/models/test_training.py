@@ -189,6 +189,39 @@ def test_non_finite_gradients_skip_the_update(tmp_path):
     assert any(not torch.equal(p, b) for p, b in zip(params, before))
 
 
+def _nan_on(steps):
+    """An svf-net module whose loss is NaN on the given batch indices of every epoch."""
+    from rdmm_lightning.models import RegistrationNetModule
+
+    class NanOn(RegistrationNetModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if batch_idx in steps else loss
+
+    torch.manual_seed(0)
+    return NanOn("svf", image_shape=(16, 16), features=(4, 4), similarity="ssd", log_figures=False)
+
+
+def test_a_run_of_non_finite_updates_stops_the_training(tmp_path, monkeypatch):
+    """Weights that give no finite loss any more stop the run with one line that names the
+    step they date from; skips that alternate with finite updates (the control) never do."""
+    from rdmm_lightning.models import RegistrationModuleBase, TrainingDivergedError
+
+    monkeypatch.setattr(RegistrationModuleBase, "max_consecutive_skipped_steps", 3)
+    module = _nan_on({2, 3, 4, 5})
+    with pytest.raises(TrainingDivergedError, match=r"last 3 updates \(from step 2\)") as info:
+        trainer(tmp_path / "a", max_steps=8, limit_val_batches=0).fit(
+            module, loader((16, 16), n=8, batch_size=1)
+        )
+    assert "\n" not in str(info.value)
+    assert module.skipped_steps == 3
+    alternating = _nan_on({1, 2, 4, 5, 7})  # runs of 2 < 3
+    trainer(tmp_path / "b", max_steps=8, limit_val_batches=0).fit(
+        alternating, loader((16, 16), n=8, batch_size=1)
+    )
+    assert alternating.skipped_steps == 5 and alternating.global_step == 8
+
+
 @pytest.mark.parametrize("model", ["lddmm", "rdmm"])
 def test_solver_without_checkpointing_gives_the_same_loss_and_gradients(model):
     """``solver_checkpoint=False`` (the graph of every step kept, faster on small grids) is the

@@ -117,3 +117,25 @@ def test_hydra_run_dir_is_honoured(tmp_path, capsys):
     assert OmegaConf.load(mine / "config.yaml").paths.run_dir == str(mine)
     assert not (tmp_path / "runs").exists()  # paths.root is not used
     assert f"Run folder: {mine}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("lr", "reason"),
+    [
+        ("1e2", "the last 2 updates (from step 1) had no finite loss"),
+        ("1e30", "the networks' outputs on validation batch 0 are not finite"),
+    ],
+)
+def test_a_diverged_training_is_one_line_and_exit_code_1(lr, reason, tmp_path, monkeypatch, capsys):
+    """An absurd learning rate makes every loss after the first update non-finite (1e2: NaN
+    losses; 1e30: the momentum itself overflows): the run stops with one line naming the run
+    folder, exit code 1, and keeps its folder."""
+    from rdmm_lightning.models import RegistrationModuleBase
+
+    monkeypatch.setattr(RegistrationModuleBase, "max_consecutive_skipped_steps", 2)
+    args = tiny_overrides(tmp_path / "data", tmp_path / "runs", f"model.lr={lr}")
+    assert main([*args, "trainer.max_epochs=4"]) == 1
+    err = one_error_line(capsys)
+    assert err.startswith("train.py: error: training diverged at step ") and reason in err
+    (run,) = (tmp_path / "runs" / "quickstart").iterdir()
+    assert str(run) in err
