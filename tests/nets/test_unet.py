@@ -53,3 +53,36 @@ def test_unet_rejects_wrong_dims():
         UNet(4, 1, 1)
     with pytest.raises(ValueError, match="2 spatial dims"):
         UNet(2, 1, 1, features=(4,))(torch.rand(1, 1, 8, 8, 8))
+
+
+def _conv_input_layouts(net: UNet, fmt: torch.memory_format) -> list[bool]:
+    layouts: list[bool] = []
+    for module in net.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)) and module.in_channels > 1:
+            module.register_forward_pre_hook(
+                lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=fmt))
+            )
+    return layouts
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_convolutions_run_channels_last_with_the_same_values(monkeypatch, dim):
+    """Every convolution sees a channels-last input (the fast oneDNN/cuDNN layout; float32, as
+    trained), the output is back in the standard layout, and the values are those of the
+    standard layout (float64)."""
+    import rdmm_lightning.nets.unet as unet_module
+
+    torch.manual_seed(0)
+    net = UNet(dim, 2, 3, features=(4, 8, 8))
+    x = torch.rand(2, 2, *([9, 12, 10][:dim]))
+    fmt = torch.channels_last if dim == 2 else torch.channels_last_3d
+    layouts = _conv_input_layouts(net, fmt)
+    assert net(x).is_contiguous()
+    assert layouts and all(layouts)
+    net64, x64 = net.double(), x.double()
+    out = net64(x64)
+    monkeypatch.setattr(unet_module, "channels_last", lambda t: t)
+    layouts.clear()
+    reference = net64(x64)
+    assert not any(layouts)  # the control: without the conversion, the standard layout
+    torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
