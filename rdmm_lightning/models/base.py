@@ -173,12 +173,19 @@ class RegistrationModuleBase(pl.LightningModule):
             self._figure = None
 
     # ------------------------------------------------------------------------- lightning
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         try:
             return self._step(batch, "train", batch_idx)
         except NonFiniteInputError:  # the networks' outputs overflowed: no loss to step on
-            self._record_skipped_step()
-            return None  # Lightning skips the backward pass and the update
+            return self._skipped_step_loss()
+
+    def _skipped_step_loss(self) -> Tensor:
+        """A NaN loss on every trainable parameter, for a step that has no loss: its backward
+        pass gives NaN gradients, so ``on_before_optimizer_step`` drops the update and counts it.
+        Not ``None`` (Lightning's skip): under DDP every rank has to take part in each gradient
+        all-reduce, and the NaN it contributes makes every rank drop the same update."""
+        total = torch.stack([p.sum().float() for p in self.trainable_parameters()]).sum()
+        return total * float("nan")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         try:
@@ -214,11 +221,11 @@ class RegistrationModuleBase(pl.LightningModule):
         ``max_consecutive_skipped_steps`` of them."""
         self.skipped_steps += 1
         first, length = self._skipped_run
-        self._skipped_run = (first if length else self.global_step, length + 1)
+        first = first if length else self.global_step
+        self._skipped_run = (first, length + 1)
         if self._trainer is not None:
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
         if length + 1 >= self.max_consecutive_skipped_steps:
-            first = self._skipped_run[0]
             raise self._diverged(
                 f"the last {length + 1} updates (from step {first}) had no finite loss or "
                 f"gradients, so the weights stayed those of step {first}"

@@ -222,6 +222,24 @@ def test_a_run_of_non_finite_updates_stops_the_training(tmp_path, monkeypatch):
     assert alternating.skipped_steps == 5 and alternating.global_step == 8
 
 
+def test_non_finite_network_outputs_give_a_nan_loss_on_every_parameter():
+    """Network outputs that are not finite (the shooting refuses them) give a NaN loss reaching
+    every trainable parameter, not ``None``: its backward pass joins DDP's all-reduce like any
+    other, and the NaN gradients make the optimizer hook drop the update and count it."""
+    batch = batch_of((24, 24), shift=3)
+    module = make_module("rdmm", (24, 24), log_figures=False)
+    with torch.no_grad():
+        module.net.momentum_net.unet.out.weight.fill_(float("nan"))
+    loss = module.training_step(batch, 0)
+    assert loss is not None and not bool(torch.isfinite(loss))
+    loss.backward()
+    params = module.trainable_parameters()
+    assert params and all(p.grad is not None for p in params)
+    assert all(not bool(torch.isfinite(p.grad).all()) for p in params)
+    module.on_before_optimizer_step(None)
+    assert all(p.grad is None for p in params) and module.skipped_steps == 1
+
+
 @pytest.mark.parametrize("model", ["lddmm", "rdmm"])
 def test_solver_without_checkpointing_gives_the_same_loss_and_gradients(model):
     """``solver_checkpoint=False`` (the graph of every step kept, faster on small grids) is the
