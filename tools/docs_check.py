@@ -143,6 +143,7 @@ TINY_TRAINING = (
     "data.synthetic_options.size=48",
     "data.preprocessing.resize_shape=[32,32]",
     "data.num_workers=0",
+    "data.pairs_per_epoch=null",
     "model.image_shape=[32,32]",
     "model.features=[4,8]",
     "model.solver_steps=2",
