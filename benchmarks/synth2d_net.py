@@ -309,8 +309,11 @@ def main(argv: list[str] | None = None) -> None:
     overrides = _parse_sets(args.set)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     gen = generate_synth2d_pair
-    train_pairs = [gen(pair_seed(args.train_seed, i), args.size) for i in range(args.train_pairs)]
-    val_ids = range(args.train_pairs, args.train_pairs + args.val_pairs)
+    checkpoints = _parse_checkpoints(args.checkpoint)
+    trains_here = any(model not in checkpoints for model in models)
+    num_train = args.train_pairs if trains_here else 0
+    train_pairs = [gen(pair_seed(args.train_seed, i), args.size) for i in range(num_train)]
+    val_ids = range(num_train, num_train + (args.val_pairs if trains_here else 0))
     val_pairs = [gen(pair_seed(args.train_seed, i), args.size) for i in val_ids]
     test_items = [
         _tensors(gen(pair_seed(args.test_seed, i), args.size)) for i in range(args.test_pairs)
@@ -324,7 +327,6 @@ def main(argv: list[str] | None = None) -> None:
     table.append(_row("identity", identity))
     if not args.no_affine:
         table.append(_row("affine-opt (affine alone)", affine_rows(test_items)))
-    checkpoints = _parse_checkpoints(args.checkpoint)
     for model in models:
         if model in checkpoints:
             module, trained = _load(checkpoints[model])
@@ -345,8 +347,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.with_opt:
             table.append(_row(f"{model}-opt", opt_rows(model, test_items, args)))
     print(
-        f"\nsynth2d {args.size}x{args.size}: {args.train_pairs} training pairs (x2 reversed), "
-        f"{args.test_pairs} held-out pairs (seed {args.test_seed}), {args.threads} thread(s), "
+        f"\nsynth2d {args.size}x{args.size}: "
+        + (f"{args.train_pairs} training pairs (x2 reversed), " if trains_here else "")
+        + f"{args.test_pairs} held-out pairs (seed {args.test_seed}), {args.threads} thread(s), "
         f"rk4 {args.solver_steps} steps, net input {args.net_input}"
     )
     if overrides:
