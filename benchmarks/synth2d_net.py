@@ -311,9 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     gen = generate_synth2d_pair
     checkpoints = _parse_checkpoints(args.checkpoint)
     trains_here = any(model not in checkpoints for model in models)
-    num_train = args.train_pairs if trains_here else 0
+    num_train, num_val = (args.train_pairs, args.val_pairs) if trains_here else (0, 0)
     train_pairs = [gen(pair_seed(args.train_seed, i), args.size) for i in range(num_train)]
-    val_ids = range(num_train, num_train + (args.val_pairs if trains_here else 0))
+    val_ids = range(num_train, num_train + num_val)
     val_pairs = [gen(pair_seed(args.train_seed, i), args.size) for i in val_ids]
     test_items = [
         _tensors(gen(pair_seed(args.test_seed, i), args.size)) for i in range(args.test_pairs)
